@@ -1,0 +1,106 @@
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alphallm import model as model_lib
+from alphallm import testing
+
+
+@pytest.fixture(scope="module")
+def setup():
+  cfg = testing.tiny_config(vocab_size=40)
+  return cfg, testing.random_params(cfg)
+
+
+def test_shapes(setup):
+  cfg, params = setup
+  tokens = jnp.ones((3, 7), jnp.int32)
+  out = model_lib.Transformer(cfg).apply({"params": params}, tokens)
+  assert out.logits.shape == (3, 7, 40) and out.logits.dtype == jnp.float32
+  assert out.values.shape == (3, 7)
+  assert out.cache is None
+
+
+def test_num_params_matches_init():
+  for tie, bias in [(True, False), (False, True)]:
+    cfg = testing.tiny_config(vocab_size=40, tie_embeddings=tie, qkv_bias=bias)
+    params = model_lib.init_params(cfg, jax.random.key(0))
+    n = sum(x.size for x in jax.tree.leaves(params))
+    assert n == cfg.num_params()
+
+
+def test_kv_cache_incremental_equals_full_forward(setup):
+  cfg, params = setup
+  model = model_lib.Transformer(cfg)
+  tokens = jax.random.randint(jax.random.key(3), (2, 13), 3, 40)
+  full = model.apply({"params": params}, tokens)
+  cache = model_lib.KVCache.init(cfg, 2, 20)
+  out = model.apply({"params": params}, tokens[:, :6], None, None, cache, 0)
+  logits, values, cache = [out.logits], [out.values], out.cache
+  for i in range(6, 13):
+    step = model.apply({"params": params}, tokens[:, i:i + 1], jnp.full((2, 1), i), None,
+                       cache, i)
+    logits.append(step.logits)
+    values.append(step.values)
+    cache = step.cache
+  np.testing.assert_allclose(jnp.concatenate(logits, 1), full.logits, atol=1e-4)
+  np.testing.assert_allclose(jnp.concatenate(values, 1), full.values, atol=1e-4)
+
+
+def test_left_padding_is_invisible(setup):
+  """A left-padded prompt with skipped positions gives the unpadded logits."""
+  cfg, params = setup
+  model = model_lib.Transformer(cfg)
+  seq = jax.random.randint(jax.random.key(4), (1, 5), 3, 40)
+  plain = model.apply({"params": params}, seq)
+  padded = jnp.concatenate([jnp.zeros((1, 3), jnp.int32), seq], 1)
+  mask = padded != 0
+  out = model.apply({"params": params}, padded, model_lib.default_positions(mask), mask)
+  np.testing.assert_allclose(out.logits[:, 3:], plain.logits, atol=1e-4)
+
+
+def test_per_example_cache_index(setup):
+  """Examples may write at different slots (used by search)."""
+  cfg, params = setup
+  model = model_lib.Transformer(cfg)
+  a = jax.random.randint(jax.random.key(5), (1, 4), 3, 40)
+  b = jax.random.randint(jax.random.key(6), (1, 6), 3, 40)
+  cache = model_lib.KVCache.init(cfg, 2, 10)
+  pa = jnp.concatenate([a, jnp.zeros((1, 2), jnp.int32)], 1)
+  both = jnp.concatenate([pa, b], 0)
+  out = model.apply({"params": params}, both, None, both != 0, cache, 0)
+  nxt = jnp.array([[7], [8]])
+  step = model.apply({"params": params}, nxt, jnp.array([[4], [6]]), None, out.cache,
+                     jnp.array([4, 6]))
+  ref_a = model.apply({"params": params}, jnp.concatenate([a, nxt[:1]], 1)).logits[:, -1]
+  ref_b = model.apply({"params": params}, jnp.concatenate([b, nxt[1:]], 1)).logits[:, -1]
+  np.testing.assert_allclose(step.logits[0, -1], ref_a[0], atol=1e-4)
+  np.testing.assert_allclose(step.logits[1, -1], ref_b[0], atol=1e-4)
+
+
+def test_gqa_equals_mha_with_repeated_kv():
+  """GQA with K kv heads equals MHA whose kv projections repeat each head G times."""
+  cfg = testing.tiny_config(vocab_size=30, num_heads=4, num_kv_heads=2)
+  mha = dataclasses.replace(cfg, num_kv_heads=4)
+  params = testing.random_params(cfg)
+  mparams = jax.tree.map(lambda x: x, params)
+  for layer in range(cfg.num_layers):
+    attn = mparams[f"layer_{layer}"]["attn"]
+    for name in ("k_proj", "v_proj"):
+      attn[name]["kernel"] = jnp.repeat(attn[name]["kernel"], 2, axis=1)
+  tokens = jax.random.randint(jax.random.key(0), (2, 9), 3, 30)
+  a = model_lib.Transformer(cfg).apply({"params": params}, tokens).logits
+  b = model_lib.Transformer(mha).apply({"params": mparams}, tokens).logits
+  np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_bad_config_errors_name_the_field():
+  with pytest.raises(ValueError, match="num_heads"):
+    testing.tiny_config(num_heads=3, num_kv_heads=2)
+  with pytest.raises(ValueError, match="embed_dim"):
+    testing.tiny_config(embed_dim=0)
+  with pytest.raises(ValueError, match="bogus"):
+    model_lib.TransformerConfig.from_dict({"vocab_size": 5, "bogus": 1})
