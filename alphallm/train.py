@@ -105,7 +105,7 @@ def _per_device_step(state: TrainState, batch, *, config, optimizer, value_coef:
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss": sums["nll_sum"] / jnp.maximum(sums["tokens"], 1.0),
              "token_accuracy": sums["correct"] / jnp.maximum(sums["tokens"], 1.0),
-             "grad_norm": optax.global_norm(grads), "tokens": sums["tokens"]}
+             "grad_norm": optax.tree.norm(grads), "tokens": sums["tokens"]}
   if "value_se_sum" in sums:
     metrics["value_mse"] = sums["value_se_sum"] / jnp.maximum(sums["value_count"], 1.0)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
