@@ -37,24 +37,55 @@ def time_calls(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 5,
     ``median_s``, ``min_s``, ``max_s``, ``repeats``, ``calls_per_repeat`` and
     the raw per-call ``times_s`` of every repeat.
   """
-  for _ in range(warmup):
-    jax.block_until_ready(fn())
-  inner = 1
-  if min_repeat_s > 0:
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    once = max(time.perf_counter() - t0, 1e-9)
-    inner = max(1, math.ceil(min_repeat_s / once))
-  times = []
+  return time_interleaved({"fn": (fn, min_repeat_s)}, warmup=warmup, repeats=repeats)["fn"]
+
+
+def time_interleaved(fns: dict[str, tuple[Callable[[], Any], float]], *, warmup: int = 1,
+                     repeats: int = 5) -> dict[str, dict[str, Any]]:
+  """Like ``time_calls`` for several callables, their repeats interleaved.
+
+  Repeat ``r`` times every callable once in turn (``a b c a b c ...``), so
+  that a slowly varying background load (other processes on a shared
+  machine) affects each of them alike and per-repeat ratios stay meaningful.
+
+  Args:
+    fns: name -> ``(fn, min_repeat_s)``; see ``time_calls``.
+    warmup: untimed calls of each callable first.
+    repeats: timed repeats of each.
+
+  Returns:
+    name -> the same summary as ``time_calls``.
+  """
+  inner = {}
+  for name, (fn, min_repeat_s) in fns.items():
+    for _ in range(warmup):
+      jax.block_until_ready(fn())
+    inner[name] = 1
+    if min_repeat_s > 0:
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn())
+      once = max(time.perf_counter() - t0, 1e-9)
+      inner[name] = max(1, math.ceil(min_repeat_s / once))
+  times = {name: [] for name in fns}
   for _ in range(repeats):
-    t0 = time.perf_counter()
-    out = None
-    for _ in range(inner):
-      out = fn()
-    jax.block_until_ready(out)
-    times.append((time.perf_counter() - t0) / inner)
-  return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-          "repeats": repeats, "calls_per_repeat": inner, "times_s": times}
+    for name, (fn, _) in fns.items():
+      t0 = time.perf_counter()
+      out = None
+      for _ in range(inner[name]):
+        out = fn()
+      jax.block_until_ready(out)
+      times[name].append((time.perf_counter() - t0) / inner[name])
+  return {name: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
+                 "repeats": repeats, "calls_per_repeat": inner[name], "times_s": t}
+          for name, t in times.items()}
+
+
+def load_average() -> list[float] | None:
+  """1/5/15-minute load averages (other work on the machine skews timings)."""
+  try:
+    return [round(x, 2) for x in os.getloadavg()]
+  except OSError:
+    return None
 
 
 def environment() -> dict[str, Any]:

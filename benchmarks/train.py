@@ -12,7 +12,9 @@ Measures, in one run on this machine:
   ``mfu_vs_matmul = achieved model FLOP/s / square-matmul FLOP/s``.
 
 Every timed function is compiled and run untimed first, each timed call ends in
-``block_until_ready``, and the figures are medians over repeats.
+``block_until_ready``, and the figures are medians over repeats. The repeats of
+the step and of the matmuls are interleaved, so that background load on a
+shared machine affects all of them alike.
 
 Usage::
 
@@ -25,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import math
+import statistics
 import time
 from typing import Any
 
@@ -104,23 +107,18 @@ def xla_cost(compiled) -> dict[str, float] | None:
   return {k: float(cost[k]) for k in keys if k in cost}
 
 
-def bench_matmul(m: int, k: int, n: int, repeats: int) -> dict[str, Any]:
-  """float32 ``[m, k] x [k, n]`` on the default device, FLOP/s = 2mkn / median time."""
+def make_matmul(m: int, k: int, n: int) -> tuple[Any, float, str]:
+  """A jitted float32 ``[m, k] x [k, n]`` on the default device, its FLOPs and shape."""
   ka, kb = jax.random.split(jax.random.key(0))
   a = jax.random.normal(ka, (m, k), jnp.float32)
   b = jax.random.normal(kb, (k, n), jnp.float32)
   matmul = jax.jit(jnp.matmul)
-  timing = common.time_calls(lambda: matmul(a, b), warmup=2, repeats=repeats,
-                             min_repeat_s=0.2)
-  flops = 2.0 * m * k * n
-  return {"shape": f"[{m}, {k}] x [{k}, {n}]", "flops": flops,
-          "time_s": timing["median_s"], "flops_per_s": flops / timing["median_s"],
-          "timing": timing}
+  return (lambda: matmul(a, b)), 2.0 * m * k * n, f"[{m}, {k}] x [{k}, {n}]"
 
 
-def bench_train_step(config: model_lib.TransformerConfig, batch_size: int, seq_len: int,
-                     min_fill: float, warmup: int, repeats: int) -> dict[str, Any]:
-  """Times the real data-parallel step; also returns XLA's cost analysis of it."""
+def setup_train_step(config: model_lib.TransformerConfig, batch_size: int, seq_len: int,
+                     min_fill: float) -> dict[str, Any]:
+  """The real data-parallel step, ready to time; also XLA's cost analysis of it."""
   mesh = train_lib.data_mesh()
   num_devices = mesh.shape[train_lib.DATA_AXIS]
   if batch_size % num_devices:
@@ -138,27 +136,22 @@ def bench_train_step(config: model_lib.TransformerConfig, batch_size: int, seq_l
   cost = xla_cost(compiled)
   del compiled
 
-  holder = {"state": state}
-  last = {}
+  holder = {"state": state, "metrics": None}
 
   def run_step():
-    holder["state"], metrics = step(holder["state"], batch)
-    last["metrics"] = metrics
-    return holder["state"], metrics
+    # The state is donated: thread it through, as a training loop does.
+    holder["state"], holder["metrics"] = step(holder["state"], batch)
+    return holder["state"], holder["metrics"]
 
   t0 = time.perf_counter()
   jax.block_until_ready(run_step())  # first call through jit's own dispatch path
   first_call_s = time.perf_counter() - t0
-  timing = common.time_calls(run_step, warmup=max(0, warmup - 1), repeats=repeats)
-  metrics = jax.device_get(last["metrics"])
-  train_lib.check_finite(metrics, int(jax.device_get(holder["state"].step)))
-
-  real_tokens = int((host_batch["tokens"] != 0).sum())
-  return {"num_devices": num_devices, "timing": timing, "compile_s": compile_s,
-          "first_call_s": first_call_s, "xla_cost_per_device": cost,
-          "real_tokens_per_step": real_tokens, "positions_per_step": batch_size * seq_len,
-          "final_loss": float(metrics["loss"]),
-          "steps_run": int(jax.device_get(holder["state"].step))}
+  initial_loss = float(holder["metrics"]["loss"])
+  return {"run_step": run_step, "holder": holder, "num_devices": num_devices,
+          "compile_s": compile_s, "first_call_s": first_call_s, "xla_cost_per_device": cost,
+          "initial_loss": initial_loss,
+          "real_tokens_per_step": int((host_batch["tokens"] != 0).sum()),
+          "positions_per_step": batch_size * seq_len}
 
 
 def main(argv=None) -> dict[str, Any]:
@@ -181,20 +174,36 @@ def main(argv=None) -> dict[str, Any]:
                                        **sizes)
 
   t_start = time.perf_counter()
-  train = bench_train_step(config, batch_size, seq_len, args.min_fill, args.warmup, repeats)
+  load_before = common.load_average()
+  train = setup_train_step(config, batch_size, seq_len, args.min_fill)
+  ndev = train["num_devices"]
   flops = analytic_flops(config, batch_size, seq_len)
-  rows_per_device = batch_size // train["num_devices"]
-  model_shaped = bench_matmul(rows_per_device * seq_len, config.embed_dim, config.mlp_dim,
-                              repeats)
-  square = bench_matmul(SQUARE_MATMUL_N, SQUARE_MATMUL_N, SQUARE_MATMUL_N, repeats)
+  # The matmuls run on one device; the model-shaped one has a device's rows.
+  mm_model, mm_model_flops, mm_model_shape = make_matmul(
+      batch_size // ndev * seq_len, config.embed_dim, config.mlp_dim)
+  mm_square, mm_square_flops, mm_square_shape = make_matmul(
+      SQUARE_MATMUL_N, SQUARE_MATMUL_N, SQUARE_MATMUL_N)
+  # Interleaved so that background load on a shared machine hits all three alike.
+  timings = common.time_interleaved(
+      {"train_step": (train["run_step"], 0.2), "matmul_model_shaped": (mm_model, 0.2),
+       "matmul_square": (mm_square, 0.2)},
+      warmup=args.warmup, repeats=repeats)
+  load_after = common.load_average()
+  holder = train["holder"]
+  steps_run = int(jax.device_get(holder["state"].step))
+  metrics = jax.device_get(holder["metrics"])
+  train_lib.check_finite(metrics, steps_run)
 
-  step_time = train["timing"]["median_s"]
+  step_time = timings["train_step"]["median_s"]
   achieved = flops["total"] / step_time
-  # The matmuls run on one device; the reference for N devices is N times that.
-  peak = square["flops_per_s"] * train["num_devices"]
+  square_flops_per_s = mm_square_flops / timings["matmul_square"]["median_s"]
+  model_shaped_flops_per_s = mm_model_flops / timings["matmul_model_shaped"]["median_s"]
+  # Reference for N devices: N times one device's square-matmul FLOP/s.
+  peak = square_flops_per_s * ndev
+  paired_mfu = [(flops["total"] / ts) / (mm_square_flops / tm * ndev) for ts, tm in zip(
+      timings["train_step"]["times_s"], timings["matmul_square"]["times_s"])]
   xla = train["xla_cost_per_device"] or {}
-  xla_flops = xla.get("flops")
-  xla_total = None if xla_flops is None else xla_flops * train["num_devices"]
+  xla_total = xla["flops"] * ndev if "flops" in xla else None
   env = common.environment()
 
   result = {
@@ -202,8 +211,8 @@ def main(argv=None) -> dict[str, Any]:
       "step_time_s": step_time,
       "model_flops_per_step": flops["total"],
       "achieved_flops_per_s": achieved,
-      "matmul_flops_per_s": {"square": square["flops_per_s"],
-                             "model_shaped": model_shaped["flops_per_s"]},
+      "matmul_flops_per_s": {"square": square_flops_per_s,
+                             "model_shaped": model_shaped_flops_per_s},
       "mfu_vs_matmul": achieved / peak,
       "config": {**dataclasses.asdict(config), "batch_size": batch_size, "seq_len": seq_len,
                  "min_fill": args.min_fill, "num_params": config.num_params(),
@@ -212,10 +221,12 @@ def main(argv=None) -> dict[str, Any]:
       "jax_version": env["jax_version"],
       "notes": (
           "Real jitted shard_map data-parallel SFT step (AdamW, grad clipping) on "
-          f"data_mesh() of {train['num_devices']} device(s), float32. tokens_per_s counts "
-          "non-pad tokens; model FLOPs count every position. mfu_vs_matmul = analytic model "
-          "FLOP/s / (num_devices * float32 square-matmul FLOP/s measured in this run), not "
-          "a vendor peak. Medians over repeats after compile + warm-up steps."),
+          f"data_mesh() of {ndev} device(s), float32. tokens_per_s counts non-pad tokens; "
+          "model FLOPs count every position (formula in details.flops_formula). "
+          "mfu_vs_matmul = achieved_flops_per_s / (num_devices * matmul_flops_per_s.square), "
+          "a float32 matmul measured in this run, not a vendor peak. Medians over repeats "
+          "after compile + warm-up; step and matmul repeats interleaved. Timings on a shared "
+          "machine: see details.load_average."),
       "details": {
           "flops_formula": FLOPS_FORMULA,
           "analytic_flops": flops,
@@ -223,22 +234,25 @@ def main(argv=None) -> dict[str, Any]:
               "per_device": train["xla_cost_per_device"],
               "flops_all_devices": xla_total,
               "ratio_to_analytic": None if xla_total is None else xla_total / flops["total"],
-              "note": ("XLA's HLO cost analysis of the compiled step (per device program); "
-                       "it counts elementwise ops, softmax, norms, optimizer update etc. as "
-                       "FLOPs too, so it is expected to exceed the analytic matmul count."),
+              "note": ("XLA's HLO cost analysis of the compiled step (per-device program, "
+                       "times num_devices). It also counts elementwise ops (softmax, norms, "
+                       "RoPE, AdamW) as FLOPs, so it should somewhat exceed the analytic "
+                       "count."),
           },
-          "mfu_vs_model_shaped_matmul": achieved / (model_shaped["flops_per_s"]
-                                                    * train["num_devices"]),
+          "mfu_vs_model_shaped_matmul": achieved / (model_shaped_flops_per_s * ndev),
+          "mfu_vs_matmul_paired_median": statistics.median(paired_mfu),
+          "mfu_vs_matmul_paired": paired_mfu,
           "positions_per_s": train["positions_per_step"] / step_time,
           "real_tokens_per_step": train["real_tokens_per_step"],
           "positions_per_step": train["positions_per_step"],
-          "step_timing": train["timing"],
           "compile_s": train["compile_s"],
           "first_call_s": train["first_call_s"],
-          "steps_run": train["steps_run"],
-          "final_loss": train["final_loss"],
-          "matmul_model_shaped": model_shaped,
-          "matmul_square": square,
+          "steps_run": steps_run,
+          "initial_loss": train["initial_loss"],
+          "final_loss": float(metrics["loss"]),
+          "timings": timings,
+          "matmul_shapes": {"model_shaped": mm_model_shape, "square": mm_square_shape},
+          "load_average": {"before": load_before, "after": load_after},
           "environment": env,
           "wall_s": time.perf_counter() - t_start,
       },
