@@ -37,7 +37,7 @@ import numpy as np
 
 from alphallm import model as model_lib
 from alphallm import train as train_lib
-from alphallm.tokenizer import CharTokenizer
+from alphallm.tokenizer import BOS_ID, EOS_ID, PAD_ID, CharTokenizer
 from benchmarks import common
 
 # Small Llama-shaped config (GQA, SwiGLU, RMSNorm, RoPE, tied embeddings); the
@@ -83,11 +83,11 @@ def make_batch(vocab_size: int, batch_size: int, seq_len: int, min_fill: float,
   rng = np.random.default_rng(seed)
   low = max(2, math.ceil(min_fill * seq_len))
   lengths = rng.integers(low, seq_len + 1, size=batch_size)
-  tokens = np.zeros((batch_size, seq_len), np.int32)
+  tokens = np.full((batch_size, seq_len), PAD_ID, np.int32)
   loss_mask = np.zeros((batch_size, seq_len), np.float32)
-  first_id = 3  # after PAD, BOS, EOS
+  first_id = max(PAD_ID, BOS_ID, EOS_ID) + 1
   for i, length in enumerate(lengths):
-    tokens[i, 0] = 1
+    tokens[i, 0] = BOS_ID
     tokens[i, 1:length] = rng.integers(first_id, vocab_size, size=length - 1)
     loss_mask[i, 1:length] = 1.0
   return {"tokens": tokens, "loss_mask": loss_mask}
@@ -150,7 +150,7 @@ def setup_train_step(config: model_lib.TransformerConfig, batch_size: int, seq_l
   return {"run_step": run_step, "holder": holder, "num_devices": num_devices,
           "compile_s": compile_s, "first_call_s": first_call_s, "xla_cost_per_device": cost,
           "initial_loss": initial_loss,
-          "real_tokens_per_step": int((host_batch["tokens"] != 0).sum()),
+          "real_tokens_per_step": int((host_batch["tokens"] != PAD_ID).sum()),
           "positions_per_step": batch_size * seq_len}
 
 
@@ -160,7 +160,7 @@ def main(argv=None) -> dict[str, Any]:
   parser.add_argument("--quick", action="store_true", help="a much smaller config")
   parser.add_argument("--repeats", type=int, default=None,
                       help="timed repeats (default 10, quick 5)")
-  parser.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
+  parser.add_argument("--warmup", type=int, default=2, help="untimed calls of each timed function (after compiling)")
   parser.add_argument("--min-fill", type=float, default=1.0,
                       help="row lengths are uniform in [min_fill*T, T]; 1.0 = no padding")
   args = parser.parse_args(argv)

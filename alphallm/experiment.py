@@ -1,0 +1,170 @@
+"""``train_and_evaluate(config, workdir)``: the experiment behind ``alphallm.main``.
+
+Round 0 of the recipe: warm-start SFT of the policy on a small demonstration
+set, then evaluation of the decoding methods on the held-out split. Every
+phase is resumable: rerunning the same command on the same workdir continues
+from the last checkpoint and skips the rows already in ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zlib
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from alphallm import checkpoint
+from alphallm import data
+from alphallm import decoding
+from alphallm import evaluation
+from alphallm import io_utils
+from alphallm import model as model_lib
+from alphallm import results as results_lib
+from alphallm import train
+from alphallm.tasks import Problem, Task, get_task, make_splits
+from alphallm.tokenizer import CharTokenizer, Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Range checks that ml_collections' type checks cannot express."""
+  def positive(path: str, allow_zero: bool = False):
+    value = config
+    for part in path.split("."):
+      value = value[part]
+    if not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
+      raise ValueError(f"config.{path} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+  for path in ("data.num_demos", "data.num_eval", "data.seq_len", "sft.steps",
+               "sft.batch_size", "sft.learning_rate", "eval.batch_size",
+               "eval.max_new_tokens"):
+    positive(path)
+  positive("sft.warmup_steps", allow_zero=True)
+  positive("eval.temperature", allow_zero=True)
+  n = num_devices(config)
+  if config.sft.batch_size % n:
+    raise ValueError(f"config.sft.batch_size={config.sft.batch_size} must be divisible by the "
+                     f"{n} devices used (config.num_devices={config.num_devices})")
+
+
+def num_devices(config) -> int:
+  available = jax.local_device_count()
+  if config.num_devices < 0 or config.num_devices > available:
+    raise ValueError(f"config.num_devices={config.num_devices} but {available} local devices "
+                     "are available (0 means all)")
+  return config.num_devices or available
+
+
+def build_task(config) -> Task:
+  return get_task(config.task.name, **config.task.knobs.to_dict())
+
+
+def build_model_config(config, tokenizer: Tokenizer) -> model_lib.TransformerConfig:
+  return model_lib.TransformerConfig.from_dict(
+      {**config.model.to_dict(), "vocab_size": tokenizer.vocab_size,
+       "max_len": config.data.seq_len})
+
+
+def run_sft(sft_cfg, model_cfg: model_lib.TransformerConfig, dataset: dict[str, np.ndarray],
+            init_params, mesh, ckpt_dir: str, seed: int, desc: str = "sft"):
+  """Supervised fine-tuning, resumable from ``ckpt_dir``. Returns the parameters.
+
+  The batch of step ``s`` is ``data.batch_at(dataset, batch, s, seed)``, so a
+  resumed run sees the same batches as an uninterrupted one.
+  """
+  optimizer = train.make_optimizer(
+      sft_cfg.learning_rate, sft_cfg.steps, sft_cfg.warmup_steps,
+      weight_decay=sft_cfg.weight_decay, grad_clip=sft_cfg.grad_clip)
+  state = train.init_train_state(init_params, optimizer, seed)
+  ckpt = checkpoint.Checkpointer(ckpt_dir, max_to_keep=sft_cfg.get("max_to_keep", 2))
+  restored = ckpt.restore_latest(state)
+  if restored is not None:
+    step, state, _ = restored
+    log.info("%s: resuming from checkpoint step %d in %s", desc, step, ckpt_dir)
+  start = int(state.step)
+  if start >= sft_cfg.steps:
+    ckpt.close()
+    return state.params
+  step_fn = train.make_train_step(model_cfg, optimizer, mesh, value_coef=sft_cfg.value_coef)
+  state = train.replicate(state, mesh)
+  every = sft_cfg.checkpoint_every
+  bar = tqdm.tqdm(range(start, sft_cfg.steps), desc=desc, initial=start, total=sft_cfg.steps,
+                  disable=None)
+  for step in bar:
+    batch = train.shard_batch(data.batch_at(dataset, sft_cfg.batch_size, step, seed), mesh)
+    state, metrics = step_fn(state, batch)
+    if (step + 1) % every == 0 or step + 1 == sft_cfg.steps:
+      metrics = jax.device_get(metrics)
+      train.check_finite(metrics, step)
+      bar.set_postfix(loss=f"{float(metrics['loss']):.3f}",
+                      acc=f"{float(metrics['token_accuracy']):.3f}")
+      ckpt.save(step + 1, state, {"phase": desc})
+  ckpt.close()
+  return state.params
+
+
+def decoding_methods(config, model_cfg: model_lib.TransformerConfig,
+                     tokenizer: Tokenizer) -> dict[str, decoding.DecodeFn]:
+  """The baseline decoding methods named in ``config.eval.methods``."""
+  ev = config.eval
+  makers = {
+      "greedy": lambda: decoding.make_sampler(model_cfg, ev.max_new_tokens, tokenizer.eos_id),
+      "sampling": lambda: decoding.make_sampler(model_cfg, ev.max_new_tokens, tokenizer.eos_id,
+                                                temperature=ev.temperature),
+  }
+  unknown = [m for m in ev.methods if m not in makers]
+  if unknown:
+    raise ValueError(f"config.eval.methods has unknown methods {unknown}; known: {sorted(makers)}")
+  return {name: makers[name]() for name in ev.methods}
+
+
+def write_problems(path: str, problems: list[Problem]) -> None:
+  io_utils.atomic_write_text(
+      path, "".join(json.dumps(p.to_json(), sort_keys=True) + "\n" for p in problems))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Warm-start SFT then round-0 evaluation. Returns the results rows."""
+  validate_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  io_utils.atomic_write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(
+      indent=2, sort_keys=True))
+  tokenizer = CharTokenizer()
+  task = build_task(config)
+  demos, eval_problems = make_splits(task, config.seed, config.data.num_demos,
+                                     config.data.num_eval)
+  write_problems(os.path.join(workdir, "eval_problems.jsonl"), eval_problems)
+  model_cfg = build_model_config(config, tokenizer)
+  mesh = train.data_mesh(jax.local_devices()[:num_devices(config)])
+  log.info("task %s: %d demonstrations, %d eval problems; model %d params on %d devices",
+           task.name, len(demos), len(eval_problems), model_cfg.num_params(),
+           mesh.shape[train.DATA_AXIS])
+
+  dataset = data.encode_examples(tokenizer, [task.prompt(p) for p in demos],
+                                 [task.demonstration(p) for p in demos], config.data.seq_len)
+  init = model_lib.init_params(model_cfg, jax.random.key(config.seed))
+  params = run_sft(config.sft, model_cfg, dataset, init, mesh,
+                   os.path.join(workdir, "checkpoints", "sft_round0"), config.seed)
+
+  results = results_lib.Results(workdir)
+  done = {(r["round"], r["decoding"], r.get("seed")) for r in results.rows}
+  prompt_len = max(len(tokenizer.encode(task.prompt(p))) for p in eval_problems) + 1
+  rng = jax.random.key(config.seed + 10_000)
+  for name, fn in decoding_methods(config, model_cfg, tokenizer).items():
+    if (0, name, config.seed) in done:
+      continue
+    row, _ = evaluation.evaluate(fn, params, task, tokenizer, eval_problems, name=name, round_=0,
+                                 batch_size=config.eval.batch_size, prompt_len=prompt_len,
+                                 rng=jax.random.fold_in(rng, zlib.crc32(name.encode())),
+                                 seed=config.seed)
+    results.add(row)
+    log.info("round 0 %s: accuracy %.3f (%.1f forward passes/problem)", name, row["accuracy"],
+             row["forward_passes_per_problem"])
+  return {"rows": results.rows}

@@ -1,0 +1,29 @@
+"""Runs an experiment: ``python -m alphallm.main --config=experiments/NAME.py --workdir=DIR``.
+
+Config values are overridden on the command line with ``--config.KEY=VALUE``
+(absl ``config_flags``, the flax-examples / big_vision convention). The
+config is locked, so a misspelt key is an error that names it; a value of
+the wrong type is an error too, and ranges are checked before any work.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and results.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (a .py with get_config()).", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from alphallm import experiment  # Imported late: JAX starts after flag parsing.
+  logging.info("config:\n%s", _CONFIG.value)
+  experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,1 @@
+"""eta-MCTS and step-level beam search (the paper's "Searching" part)."""
