@@ -276,7 +276,8 @@ class Transformer(nn.Module):
 
     embed = nn.Embed(cfg.vocab_size, cfg.embed_dim, dtype=jnp.dtype(cfg.dtype),
                      param_dtype=jnp.dtype(cfg.param_dtype),
-                     embedding_init=nn.initializers.normal(stddev=1.0), name="embed")
+                     embedding_init=nn.initializers.normal(stddev=cfg.embed_dim ** -0.5),
+                     name="embed")
     x = embed(tokens)
 
     new_k, new_v = [], []

@@ -113,6 +113,7 @@ def write_json(path: str, obj: Any) -> None:
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
   try:
+    os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a results file is meant to be read
     with os.fdopen(fd, "w") as f:
       json.dump(obj, f, indent=2, sort_keys=False)
       f.write("\n")

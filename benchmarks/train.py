@@ -160,7 +160,8 @@ def main(argv=None) -> dict[str, Any]:
   parser.add_argument("--quick", action="store_true", help="a much smaller config")
   parser.add_argument("--repeats", type=int, default=None,
                       help="timed repeats (default 10, quick 5)")
-  parser.add_argument("--warmup", type=int, default=2, help="untimed calls of each timed function (after compiling)")
+  parser.add_argument("--warmup", type=int, default=2,
+                      help="untimed calls of each timed function (after compiling)")
   parser.add_argument("--min-fill", type=float, default=1.0,
                       help="row lengths are uniform in [min_fill*T, T]; 1.0 = no padding")
   args = parser.parse_args(argv)

@@ -46,6 +46,8 @@ class OptionSample:
     lengths: ``[R]`` generated tokens (stop token included).
     logprob: ``[R]`` sum of log pi(token) under the untempered policy.
     last_value: ``[R]`` value head after the row's last token (0 if empty).
+    last_logits: ``[R, V]`` next-token logits after the row's last token
+      (``first_logits`` if empty).
     cache: the cache with the generated tokens' keys/values written.
     steps: ``[]`` sequential model calls the loop made (batch-wide).
   """
@@ -54,6 +56,7 @@ class OptionSample:
   lengths: Int[Array, "R"]
   logprob: Float[Array, "R"]
   last_value: Float[Array, "R"]
+  last_logits: Float[Array, "R V"]
   cache: model_lib.KVCache
   steps: Int[Array, ""]
 
@@ -125,7 +128,7 @@ def sample_options(model_config: model_lib.TransformerConfig, params, cache: mod
   temperature = jnp.asarray(temperature, jnp.float32)
 
   def body(state):
-    i, rng, cache, logits, tokens, logprob, value, done, lengths = state
+    i, rng, cache, logits, last_logits, tokens, logprob, value, done, lengths = state
     rng, step_rng = jax.random.split(rng)
     tok = sampling.sample_logits(step_rng, logits, temperature)
     logp = jnp.take_along_axis(jax.nn.log_softmax(logits), tok[:, None], axis=-1)[:, 0]
@@ -135,20 +138,24 @@ def sample_options(model_config: model_lib.TransformerConfig, params, cache: mod
     tokens = tokens.at[:, i].set(tok)
     logprob = logprob + jnp.where(done, 0.0, logp)
     value = jnp.where(done, value, out.values[:, 0])
+    last_logits = jnp.where(done[:, None], last_logits, out.logits[:, -1])
     lengths = lengths + (~done).astype(jnp.int32)
     stop = jnp.any(tok[:, None] == stop_ids[None, :], axis=-1)
     done = done | stop | (lengths >= limit)
-    return i + 1, rng, out.cache, out.logits[:, -1], tokens, logprob, value, done, lengths
+    return (i + 1, rng, out.cache, out.logits[:, -1], last_logits, tokens, logprob, value, done,
+            lengths)
 
   def cond(state):
-    return (state[0] < max_len) & ~jnp.all(state[7])
+    return (state[0] < max_len) & ~jnp.all(state[8])
 
-  init = (jnp.int32(0), rng, cache, first_logits, jnp.full((r, max_len), PAD_ID, jnp.int32),
+  init = (jnp.int32(0), rng, cache, first_logits, first_logits,
+          jnp.full((r, max_len), PAD_ID, jnp.int32),
           jnp.zeros((r,), jnp.float32), jnp.zeros((r,), jnp.float32), limit <= 0,
           jnp.zeros((r,), jnp.int32))
-  steps, _, cache, _, tokens, logprob, value, _, lengths = jax.lax.while_loop(cond, body, init)
+  steps, _, cache, _, last_logits, tokens, logprob, value, _, lengths = jax.lax.while_loop(
+      cond, body, init)
   return OptionSample(tokens=tokens, lengths=lengths, logprob=logprob, last_value=value,
-                      cache=cache, steps=steps)
+                      last_logits=last_logits, cache=cache, steps=steps)
 
 
 def option_is_terminal(tokens: Int[Array, "... O"], lengths: Int[Array, "..."], eos_id: int,

@@ -1,0 +1,224 @@
+"""Answer selection from a finished eta-MCTS tree (host side, numpy).
+
+Four rules pick one node per problem (``select_nodes``):
+
+* ``most_visited``: from the root follow the most visited child (ties: the
+  higher Q) until a terminal node or a node without expanded children;
+* ``best_leaf``: the leaf (a real node without real children) with the
+  highest node score s;
+* ``orm_rerank``: the terminal node with the highest ORM score;
+* ``orm_vote``: terminal nodes vote for their extracted answer with weight
+  ``max(ORM, 0)`` (ties: more votes); the winner's highest-ORM node is taken.
+
+The re-rank and vote fall back to ``most_visited`` when the tree has no
+terminal node (vote: none with an answer). A chosen node that is not terminal
+is completed greedily by the policy (``complete_greedily``), and those passes
+are added to the accounting. ``make_search_decoder`` wraps search, selection
+and completion into the ``alphallm.decoding`` interface.
+
+Absorbing dummies (below terminal nodes) are never candidates.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alphallm import decoding
+from alphallm import model as model_lib
+from alphallm import sampling
+from alphallm.search import mcts
+from alphallm.search import options as opt_lib
+from alphallm.tokenizer import Tokenizer
+
+
+class TreeArrays:
+  """Numpy copies of the fields of a ``SearchOutput`` that selection reads.
+
+  Shapes: ``[B, N]`` per node, ``[B, N, A]`` per child.
+  """
+
+  def __init__(self, output: mcts.SearchOutput):
+    t, e = output.tree, output.tree.embeddings
+    get = lambda x: np.asarray(jax.device_get(x))  # noqa: E731
+    self.node_visits = get(t.node_visits)
+    self.node_values = get(t.node_values)
+    self.parents = get(t.parents)
+    self.action_from_parent = get(t.action_from_parent)
+    self.children_index = get(t.children_index)
+    self.children_visits = get(t.children_visits)
+    self.children_prior_logits = get(t.children_prior_logits)
+    self.qvalues = get(t.children_rewards + t.children_discounts * t.children_values)
+    self.tokens = get(e.tokens)
+    self.length = get(e.length)
+    self.child_valid = get(e.child_valid)
+    self.terminal = get(e.terminal)
+    self.absorbing = get(e.absorbing)
+    self.value = get(e.value)
+    self.prm = get(e.prm)
+    self.orm = get(e.orm)
+    self.has_orm = get(e.has_orm)
+    self.score = get(e.score)
+    self.depth = get(e.depth)
+
+  @property
+  def batch_size(self) -> int:
+    return self.node_visits.shape[0]
+
+  def real(self, b: int) -> np.ndarray:
+    """``[N]`` True for real nodes (the root and non-absorbing expanded nodes)."""
+    r = ~self.absorbing[b]
+    r[0] = True
+    return r
+
+  def real_children(self, b: int, n: int) -> list[int]:
+    """Actions of node n whose child is an expanded real node."""
+    out = []
+    for a, child in enumerate(self.children_index[b, n]):
+      if child >= 0 and self.child_valid[b, n, a] and not self.absorbing[b, child]:
+        out.append(a)
+    return out
+
+  def completion(self, b: int, n: int) -> np.ndarray:
+    return self.tokens[b, n, :self.length[b, n]]
+
+
+def most_visited_node(t: TreeArrays, b: int) -> int:
+  n = 0
+  while not t.terminal[b, n]:
+    actions = t.real_children(b, n)
+    if not actions:
+      break
+    a = max(actions, key=lambda a: (t.children_visits[b, n, a], t.qvalues[b, n, a]))
+    n = int(t.children_index[b, n, a])
+  return n
+
+
+def best_leaf_node(t: TreeArrays, b: int) -> int:
+  real = t.real(b)
+  leaves = [n for n in range(1, real.shape[0]) if real[n] and not t.real_children(b, n)]
+  if not leaves:
+    return 0
+  return max(leaves, key=lambda n: t.score[b, n])
+
+
+def terminal_nodes(t: TreeArrays, b: int) -> list[int]:
+  real = t.real(b)
+  return [n for n in range(1, real.shape[0]) if real[n] and t.terminal[b, n]]
+
+
+def orm_rerank_node(t: TreeArrays, b: int) -> int:
+  nodes = terminal_nodes(t, b)
+  if not nodes:
+    return most_visited_node(t, b)
+  return max(nodes, key=lambda n: t.orm[b, n])
+
+
+def orm_vote_node(t: TreeArrays, b: int, answer_of: Callable[[np.ndarray], str | None]) -> int:
+  groups: dict[str, list[int]] = {}
+  for n in terminal_nodes(t, b):
+    ans = answer_of(t.completion(b, n))
+    if ans is not None:
+      groups.setdefault(ans, []).append(n)
+  if not groups:
+    return most_visited_node(t, b)
+  weight = lambda nodes: (sum(max(float(t.orm[b, n]), 0.0) for n in nodes), len(nodes))  # noqa: E731
+  best = max(groups.values(), key=weight)
+  return max(best, key=lambda n: t.orm[b, n])
+
+
+def select_nodes(output: mcts.SearchOutput | TreeArrays, method: str, *,
+                 tokenizer: Tokenizer | None = None,
+                 extract_answer: Callable[[str], str | None] | None = None) -> np.ndarray:
+  """``[B]`` chosen node index per problem (see the module doc for ``method``)."""
+  t = output if isinstance(output, TreeArrays) else TreeArrays(output)
+  if method == "most_visited":
+    pick = functools.partial(most_visited_node, t)
+  elif method == "best_leaf":
+    pick = functools.partial(best_leaf_node, t)
+  elif method == "orm_rerank":
+    pick = functools.partial(orm_rerank_node, t)
+  elif method == "orm_vote":
+    if tokenizer is None or extract_answer is None:
+      raise ValueError("answer selection 'orm_vote' needs a tokenizer and extract_answer")
+    answer_of = lambda ids: extract_answer(tokenizer.decode(ids))  # noqa: E731
+    pick = functools.partial(orm_vote_node, t, answer_of=answer_of)
+  else:
+    raise ValueError(f"unknown answer selection {method!r}; expected one of "
+                     f"{mcts.ANSWER_SELECTIONS}")
+  return np.array([pick(b) for b in range(t.batch_size)], np.int32)
+
+
+def node_completions(output: mcts.SearchOutput | TreeArrays, nodes: Sequence[int]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """``(tokens [B, C], lengths [B], terminal [B])`` of the chosen nodes."""
+  t = output if isinstance(output, TreeArrays) else TreeArrays(output)
+  rows = np.arange(t.batch_size)
+  nodes = np.asarray(nodes)
+  return t.tokens[rows, nodes], t.length[rows, nodes], t.terminal[rows, nodes]
+
+
+@functools.partial(jax.jit, static_argnames=("config", "eos_id"))
+def complete_greedily(params, config: model_lib.TransformerConfig, prompt: jax.Array,
+                      prompt_mask: jax.Array, partial: jax.Array, partial_len: jax.Array, *,
+                      eos_id: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Greedy continuation of ``prompt ++ partial[:partial_len]`` up to ``C`` tokens.
+
+  Returns ``(completions [B, C], forward_passes [B], tokens [B])``: the
+  re-encoded prefix counts ``1 + partial_len`` (prompt prefill + the partial
+  completion re-encoded) plus one pass per generated token within the cap.
+  """
+  c = partial.shape[1]
+  seq = jnp.concatenate([prompt, partial], axis=1)
+  mask = jnp.concatenate([prompt_mask, jnp.arange(c)[None, :] < partial_len[:, None]], axis=1)
+  order = jnp.argsort(mask, axis=1, stable=True)          # left-pad: PAD slots first
+  seq = jnp.take_along_axis(seq, order, axis=1)
+  mask = jnp.take_along_axis(mask, order, axis=1)
+  out = sampling.generate(params, config, seq, mask, jax.random.key(0), max_new_tokens=c,
+                          stop_tokens=jnp.array([eos_id], jnp.int32))
+  completions = opt_lib.splice(partial, out.tokens, partial_len)
+  generated = jnp.minimum(out.lengths, c - partial_len).astype(jnp.float32)
+  return completions, 1.0 + partial_len + generated, generated
+
+
+def make_search_decoder(model_config: model_lib.TransformerConfig, search_config: Any,
+                        eos_id: int, delimiter_ids: Sequence[int],
+                        critics: mcts.Critics | None = None, *, tokenizer: Tokenizer | None = None,
+                        extract_answer: Callable[[str], str | None] | None = None,
+                        answer_prefix_ids: Sequence[int] | None = None
+                        ) -> decoding.DecodeFn:
+  """eta-MCTS + ``search_config.answer_selection`` as a ``decoding.DecodeFn``.
+
+  The returned function runs on the host (the vote calls ``extract_answer``
+  on text); the search and the greedy completion inside are jitted. It sees
+  only the prompts.
+  """
+  cfg = mcts.SearchConfig.from_config(search_config)
+  search = mcts.make_search(model_config, cfg, eos_id, delimiter_ids, critics,
+                            answer_prefix_ids=answer_prefix_ids)
+
+  def decode(params, prompt, prompt_mask, rng) -> decoding.DecodeResult:
+    out = search(params, prompt, prompt_mask, rng)
+    t = TreeArrays(out)
+    nodes = select_nodes(t, cfg.answer_selection, tokenizer=tokenizer,
+                         extract_answer=extract_answer)
+    tokens, lengths, terminal = node_completions(t, nodes)
+    fwd = np.asarray(out.forward_passes, np.float32)
+    toks = np.asarray(out.tokens, np.float32)
+    if not terminal.all():
+      done, extra_fwd, extra_toks = complete_greedily(
+          params, model_config, prompt, prompt_mask, jnp.asarray(tokens),
+          jnp.asarray(lengths), eos_id=eos_id)
+      need = ~terminal
+      tokens = np.where(need[:, None], np.asarray(done), tokens)
+      fwd = fwd + need * np.asarray(extra_fwd)
+      toks = toks + need * np.asarray(extra_toks)
+    return decoding.DecodeResult(completions=jnp.asarray(tokens), forward_passes=jnp.asarray(fwd),
+                                 tokens=jnp.asarray(toks), rollouts=out.rollouts)
+
+  return decode
