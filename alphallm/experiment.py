@@ -33,6 +33,13 @@ from alphallm.tokenizer import CharTokenizer, Tokenizer
 log = logging.getLogger(__name__)
 
 
+def report(msg: str, *args) -> None:
+  """A line the user should see whatever the log verbosity (progress-bar safe)."""
+  text = msg % args if args else msg
+  log.info(text)
+  tqdm.tqdm.write(text)
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Range checks that ml_collections' type checks cannot express."""
   def positive(path: str, allow_zero: bool = False):
@@ -143,7 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   write_problems(os.path.join(workdir, "eval_problems.jsonl"), eval_problems)
   model_cfg = build_model_config(config, tokenizer)
   mesh = train.data_mesh(jax.local_devices()[:num_devices(config)])
-  log.info("task %s: %d demonstrations, %d eval problems; model %d params on %d devices",
+  report("task %s: %d demonstrations, %d eval problems; model %d params on %d devices",
            task.name, len(demos), len(eval_problems), model_cfg.num_params(),
            mesh.shape[train.DATA_AXIS])
 
@@ -165,6 +172,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                  rng=jax.random.fold_in(rng, zlib.crc32(name.encode())),
                                  seed=config.seed)
     results.add(row)
-    log.info("round 0 %s: accuracy %.3f (%.1f forward passes/problem)", name, row["accuracy"],
+    report("round 0 %s: accuracy %.3f (%.1f forward passes/problem)", name, row["accuracy"],
              row["forward_passes_per_problem"])
   return {"rows": results.rows}

@@ -20,6 +20,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file at INFO.
   from alphallm import experiment  # Imported late: JAX starts after flag parsing.
   logging.info("config:\n%s", _CONFIG.value)
   experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

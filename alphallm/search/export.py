@@ -2,8 +2,9 @@
 
 No graphviz dependency: ``tree_to_dot`` returns the text, e.g. to write to a
 ``.dot`` file and render with ``dot -Tsvg``. Each real node is labelled with
-its option text (decoded with the tokenizer, escaped), visits N, mean value Q
-(mctx's node value), prior probability p (from its parent's prior logits),
+its option text (decoded with the tokenizer, escaped), visits N, Q (the
+parent's Q-value of the edge, reward + discount * mean value, as the search
+sees it; the root's mean value), prior probability p (from its parent's prior logits),
 value-head value v and node score s; terminal nodes are boxes. Absorbing
 dummies below terminal nodes are left out unless asked for.
 """
@@ -55,15 +56,16 @@ def tree_to_dot(output: mcts.SearchOutput | TreeArrays, batch_index: int = 0,
     shown.add(n)
     parent = t.parents[b, n]
     if n == 0:
-      text, prior = "<root>", 1.0
+      text, prior, q = "<root>", 1.0, float(t.node_values[b, 0])
     else:
       text = option_text(t, b, n, tokenizer)
       a = t.action_from_parent[b, n]
       prior = float(_softmax(t.children_prior_logits[b, parent])[a])
+      q = float(t.qvalues[b, parent, a])
     if len(text) > max_label_chars:
       text = text[:max_label_chars] + "..."
     kind = "absorbing" if not real[n] else ("terminal" if t.terminal[b, n] else "")
-    label = (f"{escape(text)}\\nN={int(t.node_visits[b, n])} Q={t.node_values[b, n]:.3f} "
+    label = (f"{escape(text)}\\nN={int(t.node_visits[b, n])} Q={q:.3f} "
              f"p={prior:.3f}\\nv={t.value[b, n]:.3f} s={t.score[b, n]:.3f}"
              + (f"\\n{kind}" if kind else ""))
     shape = "box" if t.terminal[b, n] else ("point" if not real[n] else "ellipse")

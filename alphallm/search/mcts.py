@@ -536,9 +536,11 @@ def run_policy(cfg: SearchConfig, params, rng: jax.Array, root: mctx.RootFnOutpu
 _TRACES: collections.Counter = collections.Counter()
 
 
-def num_traces() -> int:
-  """How many times any search function has been traced (compiled) so far."""
-  return sum(_TRACES.values())
+def num_traces(search_config: Any = None) -> int:
+  """How many times search functions (of ``search_config``, or any) have been traced."""
+  if search_config is None:
+    return sum(_TRACES.values())
+  return _TRACES[SearchConfig.from_config(search_config)]
 
 
 @flax.struct.dataclass
