@@ -85,13 +85,13 @@ def loss_sums(params, config: model_lib.TransformerConfig, batch: dict[str, jax.
 
 
 def _per_device_step(state: TrainState, batch, *, config, optimizer, value_coef: float,
-                     num_devices: int):
+                     policy_coef: float, num_devices: int):
   """One SFT step on this device's shard; gradients are pmean-ed over ``data``."""
 
   def loss_fn(params):
     sums = loss_sums(params, config, batch)
     global_tokens = jnp.maximum(jax.lax.psum(sums["tokens"], DATA_AXIS), 1.0)
-    loss = sums["nll_sum"] / global_tokens
+    loss = policy_coef * sums["nll_sum"] / global_tokens
     if "value_se_sum" in sums and value_coef:
       global_values = jnp.maximum(jax.lax.psum(sums["value_count"], DATA_AXIS), 1.0)
       loss = loss + value_coef * sums["value_se_sum"] / global_values
@@ -119,14 +119,17 @@ def data_mesh(devices=None) -> Mesh:
 
 
 def make_train_step(config: model_lib.TransformerConfig, optimizer: optax.GradientTransformation,
-                    mesh: Mesh, value_coef: float = 0.0):
+                    mesh: Mesh, value_coef: float = 0.0, policy_coef: float = 1.0):
   """The jit-compiled data-parallel step ``(state, batch) -> (state, metrics)``.
 
-  The global batch's leading axis must be divisible by the mesh size.
+  The loss is ``policy_coef * NLL + value_coef * value MSE``: SFT of the policy
+  is ``(1, 0)``, training a critic's value head alone is ``(0, 1)``. The global
+  batch's leading axis must be divisible by the mesh size.
   """
   num_devices = mesh.shape[DATA_AXIS]
   per_device = functools.partial(_per_device_step, config=config, optimizer=optimizer,
-                                 value_coef=value_coef, num_devices=num_devices)
+                                 value_coef=value_coef, policy_coef=policy_coef,
+                                 num_devices=num_devices)
   step = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
                        out_specs=(P(), P()), check_vma=False)
   replicated = NamedSharding(mesh, P())
