@@ -20,11 +20,12 @@ cost (the paper's Table 7):
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int
 
 from alphallm import model as model_lib
@@ -33,10 +34,20 @@ from alphallm import sampling
 
 @flax.struct.dataclass
 class DecodeResult:
+  """What a decoding method returns for a batch of B problems.
+
+  Methods that choose their answer on the device fill ``completions``. Methods
+  whose choice needs the host (a vote over extracted answers) also return all
+  ``candidates`` with their critic ``candidate_scores``, and a host-side
+  selector (``select_*`` below) picks one per problem.
+  """
+
   completions: Int[Array, "B C"]     # chosen completion ids, PAD-padded (may end with EOS)
   forward_passes: Float[Array, "B"]  # per-problem model evaluations (see module doc)
   tokens: Float[Array, "B"]          # per-problem generated tokens
   rollouts: Float[Array, "B"]        # per-problem sampled solutions / expanded nodes
+  candidates: Int[Array, "B n C"] | None = None      # all sampled solutions
+  candidate_scores: Float[Array, "B n"] | None = None  # critic score of each candidate
 
 
 DecodeFn = Callable[[object, jax.Array, jax.Array, jax.Array], DecodeResult]
@@ -65,6 +76,80 @@ def make_sampler(config: model_lib.TransformerConfig, max_new_tokens: int, eos_i
                         rollouts=jnp.ones_like(fwd))
 
   return decode
+
+
+def make_multi_sampler(config: model_lib.TransformerConfig, num_samples: int,
+                       max_new_tokens: int, eos_id: int, temperature: float = 1.0,
+                       top_k: int = 0) -> DecodeFn:
+  """N independent samples per problem, each scored by the value head.
+
+  The score of a candidate is the value head at its last generated token,
+  which the sampler computes anyway: re-ranking by it costs no extra pass.
+  ``completions`` holds the first sample; use a host-side selector
+  (self-consistency: ``select_majority``; best-of-N: ``select_max_score``).
+  """
+  n = num_samples
+
+  @jax.jit
+  def decode(params, prompt, prompt_mask, rng) -> DecodeResult:
+    b = prompt.shape[0]
+    rep, rep_mask = repeat_prompts(prompt, prompt_mask, n)
+    out = sampling.generate(params, config, rep, rep_mask, rng,
+                            max_new_tokens=max_new_tokens, temperature=temperature,
+                            top_k=top_k, stop_tokens=jnp.array([eos_id], jnp.int32))
+    fwd, toks = sample_accounting(out)
+    last = jnp.maximum(out.lengths - 1, 0)
+    scores = jnp.take_along_axis(out.values, last[:, None], axis=1)[:, 0]
+    candidates = out.tokens.reshape(b, n, -1)
+    return DecodeResult(completions=candidates[:, 0], forward_passes=fwd.reshape(b, n).sum(1),
+                        tokens=toks.reshape(b, n).sum(1), rollouts=jnp.full((b,), float(n)),
+                        candidates=candidates, candidate_scores=scores.reshape(b, n))
+
+  return decode
+
+
+# Host-side selectors: (candidate texts [n], scores [n]) -> index of the chosen one.
+
+def select_max_score(texts: Sequence[str], scores: Sequence[float],
+                     extract_answer: Callable[[str], str | None]) -> int:
+  """Best-of-N: the candidate with the highest critic score."""
+  del texts, extract_answer
+  return int(np.argmax(np.asarray(scores)))
+
+
+def select_majority(texts: Sequence[str], scores: Sequence[float],
+                    extract_answer: Callable[[str], str | None]) -> int:
+  """Self-consistency: a candidate carrying the most frequent extracted answer.
+
+  Candidates without an answer do not vote; ties go to the answer seen first.
+  """
+  del scores
+  return _vote(texts, np.ones(len(texts)), extract_answer)
+
+
+def select_weighted_vote(texts: Sequence[str], scores: Sequence[float],
+                         extract_answer: Callable[[str], str | None]) -> int:
+  """Critic-weighted vote: answers weighted by the sum of their candidates' scores."""
+  return _vote(texts, np.clip(np.asarray(scores, np.float64), 0.0, None), extract_answer)
+
+
+def _vote(texts, weights, extract_answer) -> int:
+  totals: dict[str, float] = {}
+  first: dict[str, int] = {}
+  for i, text in enumerate(texts):
+    answer = extract_answer(text)
+    if answer is None:
+      continue
+    totals[answer] = totals.get(answer, 0.0) + float(weights[i])
+    first.setdefault(answer, i)
+  if not totals:
+    return 0
+  best = max(totals, key=lambda a: (totals[a], -first[a]))
+  return first[best]
+
+
+SELECTORS = {"max_score": select_max_score, "majority": select_majority,
+             "weighted_vote": select_weighted_vote}
 
 
 def repeat_prompts(prompt: jax.Array, prompt_mask: jax.Array, n: int

@@ -117,19 +117,37 @@ def run_sft(sft_cfg, model_cfg: model_lib.TransformerConfig, dataset: dict[str, 
   return state.params
 
 
-def decoding_methods(config, model_cfg: model_lib.TransformerConfig,
-                     tokenizer: Tokenizer) -> dict[str, decoding.DecodeFn]:
-  """The baseline decoding methods named in ``config.eval.methods``."""
+# Methods named "NAME@N" draw N samples and choose one on the host with a selector.
+_MULTI_SAMPLE = {"self_consistency": "majority", "best_of": "max_score",
+                 "weighted_vote": "weighted_vote"}
+
+
+def decoding_methods(config, model_cfg: model_lib.TransformerConfig, tokenizer: Tokenizer
+                     ) -> dict[str, tuple[decoding.DecodeFn, evaluation.Selector | None]]:
+  """The baseline decoding methods named in ``config.eval.methods``.
+
+  Names: ``greedy``, ``sampling``, ``self_consistency@N`` (majority vote),
+  ``best_of@N`` (value-head re-rank), ``weighted_vote@N`` (value-weighted vote).
+  """
   ev = config.eval
-  makers = {
-      "greedy": lambda: decoding.make_sampler(model_cfg, ev.max_new_tokens, tokenizer.eos_id),
-      "sampling": lambda: decoding.make_sampler(model_cfg, ev.max_new_tokens, tokenizer.eos_id,
-                                                temperature=ev.temperature),
-  }
-  unknown = [m for m in ev.methods if m not in makers]
-  if unknown:
-    raise ValueError(f"config.eval.methods has unknown methods {unknown}; known: {sorted(makers)}")
-  return {name: makers[name]() for name in ev.methods}
+  methods = {}
+  for spec in ev.methods:
+    base, _, n = spec.partition("@")
+    if spec == "greedy":
+      methods[spec] = (decoding.make_sampler(model_cfg, ev.max_new_tokens, tokenizer.eos_id),
+                       None)
+    elif spec == "sampling":
+      methods[spec] = (decoding.make_sampler(model_cfg, ev.max_new_tokens, tokenizer.eos_id,
+                                             temperature=ev.temperature), None)
+    elif base in _MULTI_SAMPLE and n.isdigit() and int(n) > 0:
+      methods[spec] = (decoding.make_multi_sampler(model_cfg, int(n), ev.max_new_tokens,
+                                                   tokenizer.eos_id, ev.temperature),
+                       decoding.SELECTORS[_MULTI_SAMPLE[base]])
+    else:
+      raise ValueError(
+          f"config.eval.methods: unknown method {spec!r}; known: 'greedy', 'sampling', "
+          + ", ".join(f"'{m}@N'" for m in _MULTI_SAMPLE))
+  return methods
 
 
 def write_problems(path: str, problems: list[Problem]) -> None:
@@ -164,13 +182,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   done = {(r["round"], r["decoding"], r.get("seed")) for r in results.rows}
   prompt_len = max(len(tokenizer.encode(task.prompt(p))) for p in eval_problems) + 1
   rng = jax.random.key(config.seed + 10_000)
-  for name, fn in decoding_methods(config, model_cfg, tokenizer).items():
+  for name, (fn, select) in decoding_methods(config, model_cfg, tokenizer).items():
     if (0, name, config.seed) in done:
       continue
     row, _ = evaluation.evaluate(fn, params, task, tokenizer, eval_problems, name=name, round_=0,
                                  batch_size=config.eval.batch_size, prompt_len=prompt_len,
                                  rng=jax.random.fold_in(rng, zlib.crc32(name.encode())),
-                                 seed=config.seed)
+                                 seed=config.seed, select=select)
     results.add(row)
     report("round 0 %s: accuracy %.3f (%.1f forward passes/problem)", name, row["accuracy"],
              row["forward_passes_per_problem"])

@@ -36,5 +36,6 @@ def get_config() -> ml_collections.ConfigDict:
       grad_clip=1.0, value_coef=0.0, checkpoint_every=250, max_to_keep=2))
 
   c.eval = ml_collections.ConfigDict(dict(
-      methods=("greedy", "sampling"), batch_size=64, max_new_tokens=40, temperature=1.0))
+      methods=("greedy", "sampling", "self_consistency@8", "best_of@8"),
+      batch_size=64, max_new_tokens=40, temperature=1.0))
   return c

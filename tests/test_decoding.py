@@ -1,0 +1,57 @@
+import jax
+import numpy as np
+import pytest
+
+from alphallm import decoding
+from alphallm import sampling
+from alphallm import testing
+from alphallm.tasks import get_task
+from alphallm.tokenizer import CharTokenizer
+
+TASK = get_task("arithmetic")
+
+
+def test_majority_vote_and_ties():
+  texts = ["A: 3", "A: 5", "junk", "A: 5", "A: 3"]
+  # 3 and 5 tie with two votes each: the answer seen first wins.
+  assert decoding.select_majority(texts, [0] * 5, TASK.extract_answer) == 0
+  texts = ["A: 3", "A: 5", "A: 5"]
+  assert decoding.select_majority(texts, [0] * 3, TASK.extract_answer) == 1
+  assert decoding.select_majority(["x", "y"], [0, 0], TASK.extract_answer) == 0
+
+
+def test_max_score_and_weighted_vote():
+  texts = ["A: 3", "A: 5", "A: 5", "A: 7"]
+  scores = [0.9, 0.3, 0.3, 0.95]
+  assert decoding.select_max_score(texts, scores, TASK.extract_answer) == 3
+  # 5 totals 0.6 < 0.9 (3) < 0.95 (7).
+  assert decoding.select_weighted_vote(texts, scores, TASK.extract_answer) == 3
+  assert decoding.select_weighted_vote(texts, [0.5, 0.5, 0.5, 0.1], TASK.extract_answer) == 1
+
+
+def test_multi_sampler_shapes_scores_and_accounting():
+  tok = CharTokenizer()
+  cfg = testing.tiny_config()
+  params = testing.random_params(cfg, scale=0.3)
+  ids, mask = sampling.encode_prompts(tok, ["Q: 1+2\n", "Q: 3*4\n"])
+  fn = decoding.make_multi_sampler(cfg, 4, 10, tok.eos_id, temperature=1.0)
+  res = fn(params, ids, mask, jax.random.key(0))
+  assert res.candidates.shape == (2, 4, 10) and res.candidate_scores.shape == (2, 4)
+  lengths = (np.asarray(res.candidates) != 0).sum(-1)
+  np.testing.assert_allclose(res.tokens, lengths.sum(1))
+  np.testing.assert_allclose(res.forward_passes, lengths.sum(1) + 4)
+  # Scores are the value head at each candidate's last token (re-encoded here).
+  for b in range(2):
+    rep = np.repeat(ids[b:b + 1], 4, 0), np.repeat(mask[b:b + 1], 4, 0)
+    values, _ = decoding.score_completions(params, cfg, *rep, res.candidates[b])
+    np.testing.assert_allclose(res.candidate_scores[b], values, atol=1e-4)
+
+
+def test_greedy_sampler_accounting():
+  tok = CharTokenizer()
+  cfg = testing.tiny_config()
+  params = testing.random_params(cfg, scale=0.3)
+  ids, mask = sampling.encode_prompts(tok, ["Q: 1+2\n"])
+  res = decoding.make_sampler(cfg, 7, tok.eos_id)(params, ids, mask, jax.random.key(0))
+  n = int((np.asarray(res.completions) != 0).sum())
+  assert float(res.tokens[0]) == n and float(res.forward_passes[0]) == n + 1
