@@ -27,6 +27,7 @@ from alphallm import io_utils
 from alphallm import model as model_lib
 from alphallm import results as results_lib
 from alphallm import train
+from alphallm import workdir as workdir_lib
 from alphallm.tasks import Problem, Task, get_task, make_splits
 from alphallm.tokenizer import CharTokenizer, Tokenizer
 
@@ -156,9 +157,14 @@ def write_problems(path: str, problems: list[Problem]) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Warm-start SFT then round-0 evaluation. Returns the results rows."""
+  """Runs the experiment in ``workdir`` (locked for the duration). Returns the rows."""
   validate_config(config)
-  os.makedirs(workdir, exist_ok=True)
+  with workdir_lib.Workdir(workdir):
+    return _run(config, workdir)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Warm-start SFT then round-0 evaluation."""
   io_utils.atomic_write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(
       indent=2, sort_keys=True))
   tokenizer = CharTokenizer()

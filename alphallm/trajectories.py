@@ -290,13 +290,13 @@ def make_node(*, option: str, visits: int, q: float, prior: float, value: float,
       "score": score, "terminal": terminal})
 
 
-def make_record(*, round: int, task: str, problem: Problem, prompt: str, completion: str,
+def make_record(*, round_index: int, task: str, problem: Problem, prompt: str, completion: str,
                 path: Sequence[Mapping[str, Any]], selection: str,
                 critic_score: float | None, orm_score: float | None,
                 verified: bool | None, kept: bool, prompt_tokens: int,
                 completion_tokens: int, generated_tokens: int, forward_passes: int,
                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """A validated trajectory record.
+  """A validated trajectory record (``round_index`` is stored as ``round``).
 
   Numpy scalars are converted to Python numbers; token counts and forward
   passes given as integral floats (the decoders' accounting is float32) are
@@ -307,7 +307,7 @@ def make_record(*, round: int, task: str, problem: Problem, prompt: str, complet
   counts = {k: _integral(v) for k, v in to_python(counts).items()}
   record = {
       "schema_version": SCHEMA_VERSION,
-      "round": round,
+      "round": round_index,
       "task": task,
       "problem": {**problem.to_json(), "uid": problem.uid},
       "prompt": prompt,
