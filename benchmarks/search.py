@@ -24,6 +24,9 @@ Figures (printed as JSON, and written to ``--out``):
   ``B * A`` rows over a KV cache of the search's length ``P + C + O``. It is
   what the tree (selection, backup, node gathers/scatters, cache assembly,
   merge, priors) adds on top of the model calls themselves.
+* ``sims_per_s_by_batch``: ``sims_per_s`` at several batch sizes B (on CPU a
+  model call's cost grows about linearly with its rows, so batching problems
+  mostly amortises per-call overhead).
 * ``bytes_per_node``: bytes a tree node costs (``mcts.bytes_per_node``), and the
   measured tree bytes / nodes.
 
@@ -144,6 +147,15 @@ def main():
                  forward_passes_per_problem=float(np.mean(out.forward_passes)),
                  tokens_per_problem=float(np.mean(out.tokens)),
                  model_calls=int(out.model_calls))
+
+  # 1b. Batch scaling: problem-simulations per second against the batch size.
+  scaling = {}
+  for bb in ((1, 4) if q else (1, 4, 16)):
+    s_b = mcts.make_search(config, sc, tok.eos_id, delim, answer_prefix_ids=tok.encode("A: "))
+    t_b = _timed(lambda s_b=s_b, bb=bb: s_b(params, ids[:bb], mask[:bb], rng), repeats)
+    scaling[bb] = bb * sims / t_b
+  scaling[b] = sims_per_s
+  results["sims_per_s_by_batch"] = scaling
 
   # 2. The Python MCTS on the same model and problems.
   py = python_mcts.PythonMCTS(config, params, num_actions=a, max_option_len=o,

@@ -34,12 +34,12 @@ def test_train_and_evaluate_writes_rows_and_resumes(tmp_path):
   out = experiment.train_and_evaluate(tiny_config(), workdir)
   rows = json.load(open(os.path.join(workdir, "results.json")))["rows"]
   assert rows == out["rows"]
-  assert {r["decoding"] for r in rows} == {"greedy", "sampling"}
+  assert {r["decoding"] for r in rows} == {"greedy", "sampling", "self_consistency@8", "best_of@8"}
   for r in rows:
     results_lib.validate_row(r)
     assert r["round"] == 0 and r["num_problems"] == 24 and r["task"] == "arithmetic"
     assert 0.0 <= r["accuracy"] <= 1.0
-    assert 1.0 < r["forward_passes_per_problem"] <= 25.0
+    assert 1.0 < r["forward_passes_per_problem"] <= 25.0 * (8 if "@8" in r["decoding"] else 1)
   assert "| arithmetic | 0 | greedy |" in open(os.path.join(workdir, "results.md")).read()
   # A rerun on the same workdir resumes: no retraining, no duplicate rows.
   again = experiment.train_and_evaluate(tiny_config(), workdir)
