@@ -24,6 +24,7 @@ from alphallm import data
 from alphallm import decoding
 from alphallm import evaluation
 from alphallm import io_utils
+from alphallm import metrics as metrics_lib
 from alphallm import model as model_lib
 from alphallm import results as results_lib
 from alphallm import train
@@ -81,7 +82,8 @@ def build_model_config(config, tokenizer: Tokenizer) -> model_lib.TransformerCon
 
 
 def run_sft(sft_cfg, model_cfg: model_lib.TransformerConfig, dataset: dict[str, np.ndarray],
-            init_params, mesh, ckpt_dir: str, seed: int, desc: str = "sft"):
+            init_params, mesh, ckpt_dir: str, seed: int, desc: str = "sft",
+            writer: metrics_lib.MetricWriter | None = None):
   """Supervised fine-tuning, resumable from ``ckpt_dir``. Returns the parameters.
 
   The batch of step ``s`` is ``data.batch_at(dataset, batch, s, seed)``, so a
@@ -102,18 +104,25 @@ def run_sft(sft_cfg, model_cfg: model_lib.TransformerConfig, dataset: dict[str, 
     return state.params
   step_fn = train.make_train_step(model_cfg, optimizer, mesh, value_coef=sft_cfg.value_coef)
   state = train.replicate(state, mesh)
-  every = sft_cfg.checkpoint_every
+  every, log_every = sft_cfg.checkpoint_every, sft_cfg.get("log_every", 50)
   bar = tqdm.tqdm(range(start, sft_cfg.steps), desc=desc, initial=start, total=sft_cfg.steps,
                   disable=None)
   for step in bar:
     batch = train.shard_batch(data.batch_at(dataset, sft_cfg.batch_size, step, seed), mesh)
     state, metrics = step_fn(state, batch)
-    if (step + 1) % every == 0 or step + 1 == sft_cfg.steps:
+    last = step + 1 == sft_cfg.steps
+    if (step + 1) % log_every == 0 or (step + 1) % every == 0 or last:
       metrics = jax.device_get(metrics)
+      # Checked before any save, so the last checkpoint on disk stays a good one.
       train.check_finite(metrics, step)
       bar.set_postfix(loss=f"{float(metrics['loss']):.3f}",
                       acc=f"{float(metrics['token_accuracy']):.3f}")
+      if writer is not None:
+        writer.write(desc, step + 1, metrics)
+    if (step + 1) % every == 0 or last:
       ckpt.save(step + 1, state, {"phase": desc})
+      if writer is not None:
+        writer.flush()
   ckpt.close()
   return state.params
 
@@ -181,8 +190,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   dataset = data.encode_examples(tokenizer, [task.prompt(p) for p in demos],
                                  [task.demonstration(p) for p in demos], config.data.seq_len)
   init = model_lib.init_params(model_cfg, jax.random.key(config.seed))
+  writer = metrics_lib.MetricWriter(workdir)
   params = run_sft(config.sft, model_cfg, dataset, init, mesh,
-                   os.path.join(workdir, "checkpoints", "sft_round0"), config.seed)
+                   os.path.join(workdir, "checkpoints", "sft_round0"), config.seed,
+                   desc="sft_round0", writer=writer)
 
   results = results_lib.Results(workdir)
   done = {(r["round"], r["decoding"], r.get("seed")) for r in results.rows}
@@ -198,4 +209,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     results.add(row)
     report("round 0 %s: accuracy %.3f (%.1f forward passes/problem)", name, row["accuracy"],
              row["forward_passes_per_problem"])
+    writer.write(f"eval/{name}", 0, {k: row[k] for k in (
+        "accuracy", "forward_passes_per_problem", "tokens_per_problem")})
+  writer.close()
   return {"rows": results.rows}

@@ -280,13 +280,18 @@ Step = tuple[int, str, int, int]
 
 
 def _cd_instance(problem: Problem) -> tuple[list[int], int] | None:
+  """The seed's ``(numbers, target)``, from its data or its question, or None."""
   try:
     data: Any = problem.data
     if "numbers" in data and "target" in data:
-      return [int(n) for n in data["numbers"]], int(data["target"])
+      inst = [int(n) for n in data["numbers"]], int(data["target"])
+    else:
+      inst = countdown.parse_question(problem.question)
   except (TypeError, ValueError):
     return None
-  return countdown.parse_question(problem.question)
+  if inst is None or not all(n >= 1 for n in inst[0]):
+    return None
+  return inst
 
 
 def _cd_problem(task: countdown.CountdownTask, numbers: list[int], target: int,

@@ -94,13 +94,14 @@ at names) and raises ``TrajectoryFileError`` naming it when read.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import fnmatch
 import json
 import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -143,7 +144,7 @@ def _check_count(x: object) -> str | None:
 
 
 def _check_float(x: object) -> str | None:
-  ok = (_is_int(x) or isinstance(x, float)) and math.isfinite(x)
+  ok = _is_int(x) or (isinstance(x, float) and math.isfinite(x))
   return None if ok else "a finite number"
 
 
@@ -209,7 +210,8 @@ def _schema_problems(obj: object, schema: Mapping[str, Any], prefix: str,
                      optional: Mapping[str, Any] | None = None) -> list[str]:
   """Human-readable violations of ``schema`` by ``obj`` (empty if none)."""
   if not isinstance(obj, dict):
-    return [f"{prefix or 'record'} must be an object, got {_type_name(obj)}"]
+    name = f"key {prefix.rstrip('.')!r}" if prefix else "record"
+    return [f"{name} must be an object, got {_type_name(obj)}"]
   optional = optional or {}
   out = []
   for key in obj:
@@ -423,27 +425,41 @@ def _fsync_dir(directory: str) -> None:
     pass  # Some filesystems cannot fsync a directory; the rename still happened.
 
 
-def _read_payloads(path: str) -> list[bytes]:
-  """The raw records of an array_record file; ``TrajectoryFileError`` if unreadable."""
+@contextlib.contextmanager
+def _open_reader(path: str) -> Iterator[Any]:
+  """An open ``ArrayRecordReader``; any failure is a ``TrajectoryFileError`` naming ``path``."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no such trajectory shard: {path}")
   try:
     reader = array_record_module.ArrayRecordReader(path, READER_OPTIONS)
   except RuntimeError as e:
     raise TrajectoryFileError(f"{path}: not a readable array_record file: {e}") from e
+  failed = False
   try:
     if not reader.ok():
       raise TrajectoryFileError(f"{path}: not a readable array_record file "
-                                "(truncated or corrupt)")
-    try:
-      payloads = list(reader.read_all())
-    except RuntimeError as e:
-      raise TrajectoryFileError(f"{path}: corrupt array_record file: {e}") from e
+                                "(truncated, corrupt or foreign)")
+    yield reader
     if not reader.ok():
       raise TrajectoryFileError(f"{path}: corrupt array_record file")
-    return payloads
+  except RuntimeError as e:
+    failed = True
+    raise TrajectoryFileError(f"{path}: corrupt array_record file: {e}") from e
+  except BaseException:
+    failed = True
+    raise
   finally:
-    reader.close()
+    try:
+      reader.close()  # Raises the reader's failure status, if any.
+    except RuntimeError as e:
+      if not failed:
+        raise TrajectoryFileError(f"{path}: corrupt array_record file: {e}") from e
+
+
+def _read_payloads(path: str) -> list[bytes]:
+  """The raw records of an array_record file; ``TrajectoryFileError`` if unreadable."""
+  with _open_reader(path) as reader:
+    return list(reader.read_all())
 
 
 def read_shard(path: str) -> list[dict[str, Any]]:
@@ -510,21 +526,17 @@ class TrajectoryDataSource:
     index %= len(self)
     f = bisect.bisect_right(self._ends, index)
     local = index - (self._ends[f - 1] if f else 0)
-    return decode_record(self._source[index], f"{self.paths[f]}: record {local}")
+    where = f"{self.paths[f]}: record {local}"
+    try:
+      payload = self._source[index]
+    except RuntimeError as e:
+      raise TrajectoryFileError(f"{where}: corrupt array_record file: {e}") from e
+    return decode_record(payload, where)
 
 
 def _num_records(path: str) -> int:
-  try:
-    reader = array_record_module.ArrayRecordReader(path, READER_OPTIONS)
-  except RuntimeError as e:
-    raise TrajectoryFileError(f"{path}: not a readable array_record file: {e}") from e
-  try:
-    if not reader.ok():
-      raise TrajectoryFileError(f"{path}: not a readable array_record file "
-                                "(truncated or corrupt)")
+  with _open_reader(path) as reader:
     return int(reader.num_records())
-  finally:
-    reader.close()
 
 
 # ----------------------------------------------------------------------------
