@@ -65,6 +65,10 @@ The concatenated ``option`` texts are a prefix of ``completion`` (the rest,
 if any, was completed greedily after selection). ``path`` is empty for
 decoders without a tree (e.g. plain sampling).
 
+``path_from_tree`` builds ``path`` from a finished search
+(``search.selection.TreeArrays``) and ``make_record`` the whole record,
+converting numpy/JAX scalars and integral float counts.
+
 Writing and crash safety
 ------------------------
 ``write_shard`` validates every record first (errors name the record index
@@ -269,11 +273,11 @@ def validate_record(record: object, where: str = "record") -> None:
 # Building records.
 
 def to_python(x: Any) -> Any:
-  """``x`` with numpy scalars/arrays and tuples turned into plain JSON types."""
-  if isinstance(x, np.ndarray):
-    return to_python(x.tolist())
+  """``x`` with numpy/JAX scalars and arrays and tuples turned into plain JSON types."""
   if isinstance(x, np.generic):
     return x.item()
+  if isinstance(x, np.ndarray) or (hasattr(x, "__array__") and hasattr(x, "dtype")):
+    return to_python(np.asarray(x).tolist())
   if isinstance(x, Mapping):
     return {str(k): to_python(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
@@ -290,6 +294,62 @@ def make_node(*, option: str, visits: int, q: float, prior: float, value: float,
       "option": option, "visits": visits, "q": q, "prior": prior, "value": value,
       "critic": {"value": critic_value, "prm": prm, "orm": orm},
       "score": score, "terminal": terminal})
+
+
+def path_from_tree(tree: Any, b: int, node: int, tokenizer: Any = None) -> list[dict[str, Any]]:
+  """The ``path`` of the chosen ``node`` of problem ``b`` of a finished search.
+
+  Args:
+    tree: an ``alphallm.search.selection.TreeArrays`` (any object with its
+      numpy fields: parents, action_from_parent, node_visits, node_values,
+      qvalues, children_prior_logits, tokens, length, value, prm, orm,
+      has_orm, score, terminal).
+    b: the problem's batch row.
+    node: the chosen node (0, the root, gives an empty path).
+    tokenizer: decodes each option's ids; without one an option is its ids
+      written as space-separated integers.
+
+  Returns:
+    Nodes from the root's child down to ``node``, as in the schema. Critic
+    fields that are not finite (or an ORM term the node lacks) are null.
+  """
+  chain = []
+  n = int(node)
+  while n > 0:
+    chain.append(n)
+    n = int(tree.parents[b, n])
+  out = []
+  for n in reversed(chain):
+    parent = int(tree.parents[b, n])
+    a = int(tree.action_from_parent[b, n])
+    start, end = int(tree.length[b, parent]), int(tree.length[b, n])
+    ids = np.asarray(tree.tokens[b, n, start:end])
+    option = (tokenizer.decode([int(i) for i in ids]) if tokenizer is not None
+              else " ".join(str(int(i)) for i in ids))
+    out.append(make_node(
+        option=option, visits=int(tree.node_visits[b, n]),
+        q=float(tree.qvalues[b, parent, a]),
+        prior=_softmax_at(np.asarray(tree.children_prior_logits[b, parent], np.float64), a),
+        value=float(tree.node_values[b, n]),
+        critic_value=_finite_or_none(tree.value[b, n]),
+        prm=_finite_or_none(tree.prm[b, n]),
+        orm=_finite_or_none(tree.orm[b, n]) if bool(tree.has_orm[b, n]) else None,
+        score=_finite_or_none(tree.score[b, n]),
+        terminal=bool(tree.terminal[b, n])))
+  return out
+
+
+def _softmax_at(logits: np.ndarray, i: int) -> float:
+  finite = np.isfinite(logits)
+  if not finite[i]:
+    return 0.0
+  z = np.where(finite, np.exp(logits - logits[finite].max()), 0.0)
+  return float(z[i] / z.sum())
+
+
+def _finite_or_none(x: Any) -> float | None:
+  x = float(x)
+  return x if math.isfinite(x) else None
 
 
 def make_record(*, round_index: int, task: str, problem: Problem, prompt: str, completion: str,

@@ -277,8 +277,12 @@ def test_bad_seeds_are_counted_not_raised():
   arith = get_task("arithmetic")
   seeds = [Problem(question="x", answer="y", data={"start": "a", "ops": 3}),
            Problem(question="1+1", answer="2", data={"start": 1, "ops": [["^", 2]]})]
-  problems, stats = im.imagine_with_stats(arith, seeds, 3, seed=0, max_attempts_per_problem=4)
-  assert problems == [] and stats.shortfall == 3
+  problems, stats = im.imagine_with_stats(arith, seeds, 3, seed=0, max_attempts_per_problem=4,
+                                          mix={"perturb": 1})
+  assert problems == [] and set(stats.rejected["perturb"]) == {im.BAD_SEED, im.INVALID}
+  # Backward needs only the seed's answer: the second seed still serves.
+  problems = im.imagine(arith, seeds, 3, seed=0, mix={"backward": 1})
+  assert len(problems) == 3 and all(p.answer == "2" for p in problems)
 
 
 def test_split_quota():

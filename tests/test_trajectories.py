@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import types
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from array_record.python import array_record_module
 
 from alphallm import trajectories as tr
 from alphallm.tasks import get_task
+from alphallm.tokenizer import CharTokenizer
 
 
 def _record(i: int = 0, round_index: int = 1) -> dict:
@@ -258,3 +260,34 @@ def test_shard_names():
     tr.shard_name(0, 100_000)
   with pytest.raises(ValueError):
     tr.shard_name(-1, 0)
+
+
+def test_path_from_tree():
+  tok = CharTokenizer()
+  # Root 0 -> node 1 ("7+5=12\n") -> node 2 ("A: 12" + EOS); node 3 a sibling of 1.
+  text = tok.encode("7+5=12\nA: 12") + [tok.eos_id]
+  tokens = np.zeros((1, 4, 16), np.int32)
+  tokens[0, 1, :7] = text[:7]
+  tokens[0, 2, :len(text)] = text
+  f = lambda *v: np.array([v], np.float32)  # noqa: E731
+  tree = types.SimpleNamespace(
+      parents=np.array([[-1, 0, 1, 0]]), action_from_parent=np.array([[-1, 1, 0, 0]]),
+      node_visits=np.array([[9, 6, 5, 2]]), node_values=f(0.5, 0.6, 0.7, 0.1),
+      qvalues=np.array([[[0.1, 0.6], [0.7, 0.0], [0, 0], [0, 0]]], np.float32),
+      children_prior_logits=np.array([[[0.0, 0.0], [1.0, -np.inf], [0, 0], [0, 0]]]),
+      tokens=tokens, length=np.array([[0, 7, len(text), 3]]),
+      value=f(0.5, 0.6, 0.8, 0.1), prm=f(0, 0.9, np.nan, 0), orm=f(0, 0.3, 0.95, 0),
+      has_orm=np.array([[False, False, True, False]]), score=f(0, 1.5, 2.5, 0),
+      terminal=np.array([[False, False, True, False]]))
+  path = tr.path_from_tree(tree, 0, 2, tok)
+  assert [n["option"] for n in path] == ["7+5=12\n", "A: 12"]
+  assert [n["visits"] for n in path] == [6, 5]
+  assert [n["prior"] for n in path] == [0.5, 1.0]
+  assert path[0]["q"] == pytest.approx(0.6) and path[1]["q"] == pytest.approx(0.7)
+  assert path[0]["critic"]["orm"] is None and path[1]["critic"]["orm"] == pytest.approx(0.95)
+  assert path[1]["critic"]["prm"] is None and path[1]["terminal"]
+  assert tr.path_from_tree(tree, 0, 0, tok) == []
+  assert tr.path_from_tree(tree, 0, 1)[0]["option"] == " ".join(str(i) for i in text[:7])
+  r = _record()
+  r["path"] = path
+  tr.validate_record(r)
