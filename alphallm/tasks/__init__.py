@@ -24,7 +24,7 @@ def get_task(name: str, **knobs) -> Task:
 
 def _import_builtin():
   # Imported lazily so that a task module may import this package.
-  from alphallm.tasks import arithmetic, countdown  # noqa: F401
+  from alphallm.tasks import arithmetic, countdown, gsm8k, math_task  # noqa: F401
 
 
 __all__ = ["Problem", "Task", "get_task", "make_splits", "register"]
