@@ -18,7 +18,9 @@ positions trained and so in the state each one judges:
   finished solution's correctness (``data.encode_outcome_examples``).
 
 Targets are in ``[0, 1]``: 1.0 correct, 0.0 wrong (soft PRM labels between).
-The value head is linear, so scores are not clipped to that range;
+Regressing 0/1 outcomes by MSE makes a head estimate P(correct | state) under
+the sampling policy (a state shared by several trajectories, such as the
+root, is pulled to their mean). The value head is linear, so scores are not clipped to that range;
 ``calibration`` clips them. Labels come from the task's exact verifier, i.e.
 the answer key, which is fine at critic-training time only: at test time a
 critic sees token sequences and nothing else.
@@ -422,6 +424,13 @@ class PolicySampler:
     self.length_bucket, self.desc = length_bucket, desc
     self.stats = collections.Counter()  # rows, tokens, forward_passes
 
+  @classmethod
+  def from_config(cls, params, config: model_lib.TransformerConfig, tokenizer: Tokenizer,
+                  cfg: CollectConfig, desc: str = "sample") -> "PolicySampler":
+    """The sampler ``collect_critic_data`` needs for ``cfg`` (length, batch, top-k)."""
+    return cls(params, config, tokenizer, max_new_tokens=cfg.max_new_tokens,
+               batch_size=cfg.batch_size, top_k=cfg.top_k, desc=desc)
+
   def __call__(self, prompts: Sequence[str], rng: jax.Array, temperature: float) -> list[str]:
     if not prompts:
       return []
@@ -528,11 +537,12 @@ def collect_critic_data(task: Task, problems: Sequence[Problem], sample_fn: Samp
   if cfg.mc_rollouts > 0:
     k = cfg.mc_rollouts
     slots: dict[tuple[int, str], int] = {}   # (problem, prefix) -> slot
-    traj_slots = []
+    traj_slots, num_steps = [], []
     for i, c in zip(index, completions):
       pieces = data_lib.split_completion(c, task.step_delimiter)
       prefixes = ["".join(pieces[:j + 1]) for j in range(len(pieces) - 1)]
       traj_slots.append([slots.setdefault((int(i), pre), len(slots)) for pre in prefixes])
+      num_steps.append(len(pieces))
     keys = list(slots)
     fractions = np.zeros((len(keys),), np.float32)
     if keys:
@@ -544,9 +554,9 @@ def collect_critic_data(task: Task, problems: Sequence[Problem], sample_fn: Samp
       correct = np.array([task.verify(problems[keys[r // k][0]], keys[r // k][1] + text)
                           for r, text in enumerate(rollouts)], np.float32)
       fractions = correct.reshape(len(keys), k).mean(axis=1)
-    step_labels = [np.append(fractions[s], outcomes[m]).astype(np.float32)
-                   if data_lib.split_completion(completions[m], task.step_delimiter)
-                   else np.zeros((0,), np.float32)
+    # Steps before the last: their prefix's MC fraction; the last: the outcome.
+    step_labels = [np.append(fractions[np.asarray(s, np.int64)], outcomes[m]).astype(np.float32)
+                   if num_steps[m] else np.zeros((0,), np.float32)
                    for m, s in enumerate(traj_slots)]
     stats.update(rollouts=len(keys) * k, prefixes=len(keys))
   if isinstance(sample_fn, PolicySampler):
@@ -609,6 +619,20 @@ def critic_dataset(kind: str, tokenizer: Tokenizer, critic_data: CriticData, seq
 # Training.
 
 
+@functools.lru_cache(maxsize=8)
+def _train_step(model_cfg: model_lib.TransformerConfig, train_cfg: CriticTrainConfig, mesh,
+                value_coef: float, policy_coef: float):
+  """``(optimizer, jitted step)``, shared by every run with the same settings.
+
+  The three critics of one config (and a resumed run) then compile one step.
+  """
+  optimizer = train.make_optimizer(train_cfg.learning_rate, train_cfg.steps,
+                                   train_cfg.warmup_steps, weight_decay=train_cfg.weight_decay,
+                                   grad_clip=train_cfg.grad_clip)
+  return optimizer, train.make_train_step(model_cfg, optimizer, mesh, value_coef=value_coef,
+                                          policy_coef=policy_coef)
+
+
 def run_value_training(train_cfg: CriticTrainConfig, model_cfg: model_lib.TransformerConfig,
                        dataset: Mapping[str, np.ndarray], init_params, mesh, *,
                        ckpt_dir: str | None, seed: int, value_coef: float, policy_coef: float,
@@ -617,16 +641,18 @@ def run_value_training(train_cfg: CriticTrainConfig, model_cfg: model_lib.Transf
 
   Resumable from ``ckpt_dir`` (None: no checkpoints): the batch of step ``s``
   is ``data.batch_at(dataset, batch, s, seed)``, so a resumed run reads the
-  batches an uninterrupted one would have.
+  batches an uninterrupted one would have. ``init_params`` are copied, never
+  donated, so they stay usable.
 
   Returns:
     The final parameters and the metrics of each step run in this call
     (``step``, ``value_mse``, ``loss``, ``grad_norm``, ...).
   """
-  optimizer = train.make_optimizer(train_cfg.learning_rate, train_cfg.steps,
-                                   train_cfg.warmup_steps, weight_decay=train_cfg.weight_decay,
-                                   grad_clip=train_cfg.grad_clip)
-  state = train.init_train_state(init_params, optimizer, seed)
+  optimizer, step_fn = _train_step(model_cfg, train_cfg, mesh, float(value_coef),
+                                   float(policy_coef))
+  # The step donates its state: train on a copy so the caller's parameters (the
+  # policy's, with a shared trunk) stay valid.
+  state = train.init_train_state(jax.tree.map(jnp.array, init_params), optimizer, seed)
   ckpt = None
   if ckpt_dir is not None:
     ckpt = checkpoint.Checkpointer(ckpt_dir, max_to_keep=train_cfg.max_to_keep)
@@ -640,8 +666,6 @@ def run_value_training(train_cfg: CriticTrainConfig, model_cfg: model_lib.Transf
     if ckpt is not None:
       ckpt.close()
     return state.params, history
-  step_fn = train.make_train_step(model_cfg, optimizer, mesh, value_coef=value_coef,
-                                  policy_coef=policy_coef)
   state = train.replicate(state, mesh)
   pending = []
   bar = tqdm.tqdm(range(start, train_cfg.steps), desc=desc, initial=start,

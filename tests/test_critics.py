@@ -18,7 +18,10 @@ from alphallm import train
 from alphallm.tasks import Problem, get_task
 from alphallm.tokenizer import CharTokenizer
 
-GSM8K = "/work/shared/data/gsm8k/train.jsonl"
+_TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+GSM8K_TRAIN = os.path.join(
+    os.environ.get("ALPHALLM_GSM8K_DIR")
+    or os.path.join(os.path.dirname(_TESTS_DIR), "..", "shared", "data", "gsm8k"), "train.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -168,16 +171,16 @@ def test_collect_with_policy_sampler_runs_batched_rollouts(arith, tok):
   params = testing.random_params(cfg, scale=0.3)
   prob = _problem(arith)
   q = arith.prompt(prob)
-  policy = critics.PolicySampler(params, cfg, tok, max_new_tokens=6, batch_size=8)
+  collect = critics.CollectConfig(num_samples=2, mc_rollouts=3, rollout_temperature=0.0,
+                                  max_new_tokens=6, batch_size=8)
+  policy = critics.PolicySampler.from_config(params, cfg, tok, collect)
   trajectories = ScriptedSampler({q: ["2+3=5\n5*2=11\nA: 11", "2+3=6\nA: 6"]})
 
   def sample(prompts, rng, temperature):
     return trajectories(prompts, rng, temperature) if not trajectories.calls else policy(
         prompts, rng, temperature)
 
-  d = critics.collect_critic_data(
-      arith, [prob], sample, jax.random.key(1),
-      critics.CollectConfig(num_samples=2, mc_rollouts=3, rollout_temperature=0.0))
+  d = critics.collect_critic_data(arith, [prob], sample, jax.random.key(1), collect)
   assert d.stats["prefixes"] == 3 and policy.stats["rows"] == 9
   # Greedy rollouts are identical, so each MC fraction is exactly 0 or 1, and
   # equals the verdict on one greedy continuation decoded alone.
@@ -186,9 +189,10 @@ def test_collect_with_policy_sampler_runs_batched_rollouts(arith, tok):
     assert len(labels) == len(pieces)
     for j, label in enumerate(labels[:-1]):
       prefix = "".join(pieces[:j + 1])
-      ids, mask = sampling.encode_prompts(tok, [q + prefix])
+      # Alone: the prefix's greedy rollout, in the sampler's shape (no recompile).
+      ids, mask = sampling.encode_prompts(tok, [q + prefix] * 8, length=32)
       out = sampling.generate(params, cfg, ids, mask, jax.random.key(0), max_new_tokens=6,
-                              stop_tokens=jnp.array([tok.eos_id]))
+                              temperature=0.0, stop_tokens=jnp.array([tok.eos_id], jnp.int32))
       text = sampling.decode_completions(tok, out.tokens)[0]
       assert label == float(arith.verify(prob, prefix + text))
 
@@ -226,8 +230,8 @@ def test_gsm8k_annotations_are_checked_with_a_bounded_parser(arith):
   wrong = "She sells 16 - 3 - 4 = <<16-3-4=8>>8 eggs.\n#### 8"
   assert critics.check_arithmetic(wrong) == (1, 1)
   assert critics.tool_orm_score(arith, wrong, learned_score=0.9) == 0.0
-  if os.path.exists(GSM8K):
-    with open(GSM8K) as f:
+  if os.path.exists(GSM8K_TRAIN):  # Real annotations: all checkable ones are right.
+    with open(GSM8K_TRAIN) as f:
       answers = [json.loads(line)["answer"] for _, line in zip(range(200), f)]
     checked = [critics.check_arithmetic(a) for a in answers]
     assert sum(c for c, _ in checked) > 300 and sum(w for _, w in checked) == 0
@@ -238,7 +242,7 @@ def test_gsm8k_annotations_are_checked_with_a_bounded_parser(arith):
 
 
 def test_shared_trunk_scores_equal_policy_value_head(tok):
-  cfg = testing.tiny_config()
+  cfg = testing.tiny_config(num_layers=1)
   params = testing.random_params(cfg, scale=0.3)
   critic = critics.init_critic(critics.CriticConfig(shared_trunk=True, kind="prm"),
                                tok.vocab_size, jax.random.key(0), cfg, params)
@@ -247,10 +251,16 @@ def test_shared_trunk_scores_equal_policy_value_head(tok):
   completions = ["1+2=3\nA: 3", "3*4=12\n", ""]
   tokens, mask = critics.encode_for_scoring(tok, prompts, completions, 40)
   scores = np.asarray(critic(tokens, mask))
-  for i, (p, c) in enumerate(zip(prompts, completions)):
-    row = [tok.bos_id] + tok.encode(p + c) + [tok.eos_id]
-    values = model_lib.Transformer(cfg).apply({"params": params}, jnp.array([row])).values
-    np.testing.assert_allclose(scores[i], values[0, -1], rtol=1e-5, atol=1e-6)
+  # The policy's value head after each row's last token (EOS), from a plain forward pass.
+  values = model_lib.Transformer(cfg).apply({"params": params}, jnp.asarray(tokens), None,
+                                            jnp.asarray(mask)).values
+  last = [len(tok.encode(p + c)) + 1 for p, c in zip(prompts, completions)]
+  assert all(tokens[i, j] == tok.eos_id for i, j in enumerate(last))
+  np.testing.assert_allclose(scores, np.asarray(values)[np.arange(3), last], rtol=1e-5,
+                             atol=1e-6)
+  row = [tok.bos_id] + tok.encode(prompts[0] + completions[0]) + [tok.eos_id]
+  alone = model_lib.Transformer(cfg).apply({"params": params}, jnp.array([row])).values
+  np.testing.assert_allclose(scores[0], alone[0, -1], rtol=1e-5, atol=1e-6)
   # The search's layout (left-padded prompt, then the completion, PAD after) scores the same.
   ids, pmask = sampling.encode_prompts(tok, prompts, length=20)
   comp = np.zeros((3, 16), np.int32)
@@ -307,7 +317,7 @@ def test_shared_trunk_training_resumes_exactly(tok, arith, tmp_path):
   policy = testing.random_params(cfg)
   critic = critics.init_critic(critics.CriticConfig(shared_trunk=True, kind="value"),
                                tok.vocab_size, jax.random.key(0), cfg, policy)
-  problems = arith.generate(5, 8)
+  problems = get_task("arithmetic", min_ops=1, max_ops=1).generate(5, 8)
   d = _data([arith.prompt(p) for p in problems], [arith.demonstration(p) for p in problems],
             [1.0, 0.0] * 4)
   dataset = critics.critic_dataset("value", tok, d, 32, policy_targets=True)
