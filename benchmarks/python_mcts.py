@@ -6,7 +6,9 @@ written fairly: the same model and the same per-expansion work as the jitted
 search (one jitted call per expansion that encodes the chosen option into a
 copy of the parent's KV cache and samples the child's A candidate options
 with the incremental decoder; identical candidates are de-duplicated with a
-count prior), PUCT selection in plain Python, no needless host transfers
+count prior), the PUCT rule of ``mctx.muzero_action_selection`` (Q normalised
+by the parent and siblings, the same ``pb_c``) in plain Python, no needless
+host transfers
 (one ``device_get`` of the candidates per expansion, which the tree logic
 needs), and terminal leaves are re-scored without a model call.
 
@@ -48,14 +50,15 @@ class PythonMCTS:
   """Option-level PUCT search, one problem at a time."""
 
   def __init__(self, model_config, params, *, num_actions, max_option_len, max_completion_len,
-               eos_id, delimiter_ids, temperature=1.0, pb_c=1.25):
+               eos_id, delimiter_ids, temperature=1.0, pb_c_init=1.0, pb_c_base=19652.0):
     self.cfg = model_config
     self.params = params
     self.a, self.o, self.c = num_actions, max_option_len, max_completion_len
     self.eos = eos_id
     self.stop_ids = jnp.asarray(sorted(set(delimiter_ids) | {eos_id}), jnp.int32)
     self.temperature = temperature
-    self.pb_c = pb_c
+    self.pb_c_init, self.pb_c_base = pb_c_init, pb_c_base
+    self.expansions = 0
     self._root = jax.jit(self._root_fn)
     self._expand = jax.jit(self._expand_fn)
 
@@ -100,14 +103,20 @@ class PythonMCTS:
     return list(counts), list(counts.values())
 
   def _select(self, node):
+    """PUCT as mctx: normalised Q (unvisited = min) + pb_c * p * sqrt(N) / (1 + n)."""
     total = sum(node.counts)
+    node_value = node.value_sum / max(node.visits, 1)
+    qs = {i: c.value_sum / c.visits for i, c in node.children.items() if c.visits}
+    lo = min([node_value, *qs.values()])
+    hi = max([node_value, *qs.values()])
+    pb_c = self.pb_c_init + math.log((node.visits + self.pb_c_base + 1) / self.pb_c_base)
+    sqrt_n = math.sqrt(node.visits)
     best, best_score = None, -math.inf
-    sqrt_n = math.sqrt(max(node.visits, 1))
     for i, count in enumerate(node.counts):
+      q = (qs.get(i, lo) - lo) / max(hi - lo, 1e-8)
       child = node.children.get(i)
-      q = child.value_sum / child.visits if child and child.visits else 0.0
       n = child.visits if child else 0
-      score = q + self.pb_c * (count / total) * sqrt_n / (1 + n)
+      score = q + pb_c * (count / total) * sqrt_n / (1 + n)
       if score > best_score:
         best, best_score = i, score
     return best
@@ -120,6 +129,7 @@ class PythonMCTS:
     toks, lens, value = jax.device_get((toks, lens, value))
     cands, counts = self._dedupe(toks, lens)
     root = Node(None, [], cache, float(value), False, 0.0, cands, counts)
+    root.visits, root.value_sum = 1, float(value)
     for _ in range(num_simulations):
       node, path = root, [root]
       while True:
@@ -140,6 +150,7 @@ class PythonMCTS:
             self.params, node.cache, padded, jnp.int32(len(option)), jnp.int32(len(node.tokens)),
             jnp.int32(prompt_len), key)
         toks, lens, value = jax.device_get((toks, lens, value))
+        self.expansions += 1
         tokens = node.tokens + option
         terminal = option[-1] == self.eos or len(tokens) >= self.c
         cands, counts = self._dedupe(toks, lens) if not terminal else ([], [])

@@ -8,10 +8,13 @@ Figures (printed as JSON, and written to ``--out``):
 
 * ``sims_per_s``: problem-simulations per second of the jitted search
   (``B * num_simulations / wall time``), option level, Gumbel MuZero.
-* ``ratio_vs_python_mcts``: ``sims_per_s`` / that of the straightforward Python
-  MCTS of ``benchmarks/python_mcts.py`` (tree in Python objects, one tree per
-  problem, one jitted model call per expansion doing the same work) on the same
-  model and problems.
+* ``ratio_vs_python_mcts``: problem-simulations per second of the jitted search
+  / that of the straightforward Python MCTS of ``benchmarks/python_mcts.py``
+  (tree in Python objects, one tree per problem, one jitted model call per
+  expansion doing the same work), same model and problems, same algorithm
+  (PUCT as in mctx, no root noise; ``puct_sims_per_s``). A simulation that
+  revisits a terminal leaf costs the Python search nothing, so
+  ``ratio_vs_python_mcts_expansions`` also compares expanded nodes per second.
 * ``ratio_vs_recompute``: wall time of the search with ``recompute_prefix``
   (every expansion re-encodes prompt + path) / with KV reuse, whole searches at
   a context of >= 256 tokens (few-shot prompts), token level (an expansion is
@@ -97,9 +100,9 @@ def decode_steps_fn(config, rows: int, slots: int, option_len: int):
       cache, logits, rng = state
       rng, key = jax.random.split(rng)
       tok = sampling.sample_logits(key, logits, jnp.float32(1.0))
-      out = model.apply({"params": params}, tok[:, None], jnp.full((rows, 1), base) + i % option_len,
-                        jnp.ones((rows, 1), bool), cache,
-                        jnp.full((rows,), base) + i % option_len)
+      slot = jnp.full((rows,), base) + i % option_len
+      out = model.apply({"params": params}, tok[:, None], slot[:, None],
+                        jnp.ones((rows, 1), bool), cache, slot)
       return out.cache, out.logits[:, -1], rng
 
     init = (cache, jnp.zeros((rows, config.vocab_size), jnp.float32), rng)
@@ -119,7 +122,7 @@ def main():
   sims = 8 if q else 32
   a, o, c = 4, 8, 32
   repeats = args.repeats or (2 if q else 3)
-  py_problems = 2 if q else 4          # the Python MCTS is timed on a subset (per-problem cost)
+  py_problems = 4 if q else b
 
   tok = CharTokenizer()
   task = get_task("arithmetic")
@@ -157,17 +160,34 @@ def main():
   scaling[b] = sims_per_s
   results["sims_per_s_by_batch"] = scaling
 
-  # 2. The Python MCTS on the same model and problems.
+  # 2. The Python MCTS on the same model and problems, against the same algorithm
+  # (PUCT as mctx, no root noise) in the jitted search.
+  puct_cfg = _search_config(num_simulations=sims, num_actions=a, max_option_len=o,
+                            max_completion_len=c, policy="puct", dirichlet_fraction=0.0)
+  puct = mcts.make_search(config, puct_cfg, tok.eos_id, delim)
+  t_puct = _timed(lambda: puct(params, ids, mask, rng), repeats)
+  puct_out = puct(params, ids, mask, rng)
   py = python_mcts.PythonMCTS(config, params, num_actions=a, max_option_len=o,
-                              max_completion_len=c, eos_id=tok.eos_id, delimiter_ids=delim)
+                              max_completion_len=c, eos_id=tok.eos_id, delimiter_ids=delim,
+                              pb_c_init=puct_cfg.pb_c_init, pb_c_base=puct_cfg.pb_c_base)
   py.search(ids[:1], mask[:1], 2, rng)            # compile
+  py.expansions = 0
   t = time.perf_counter()
   for i in range(py_problems):
     py.search(ids[i:i + 1], mask[i:i + 1], sims, jax.random.key(i))
   t_py = time.perf_counter() - t
   py_sims_per_s = py_problems * sims / t_py
-  results.update(python_mcts_sims_per_s=py_sims_per_s,
-                 ratio_vs_python_mcts=sims_per_s / py_sims_per_s)
+  py_exp_per_s = py.expansions / t_py
+  puct_sims_per_s = b * sims / t_puct
+  puct_exp_per_s = float(np.sum(puct_out.rollouts)) / t_puct
+  results.update(
+      puct_sims_per_s=puct_sims_per_s, puct_expansions_per_s=puct_exp_per_s,
+      python_mcts_problems=py_problems, python_mcts_sims_per_s=py_sims_per_s,
+      python_mcts_expansions_per_s=py_exp_per_s,
+      python_mcts_expansions_per_problem=py.expansions / py_problems,
+      puct_expansions_per_problem=float(np.mean(puct_out.rollouts)),
+      ratio_vs_python_mcts=puct_sims_per_s / py_sims_per_s,
+      ratio_vs_python_mcts_expansions=puct_exp_per_s / py_exp_per_s)
 
   # 3. KV reuse vs re-encoding the prefix, at >= 256 tokens of context.
   long_text = few_shot_prompts(task, tok, problems, 256 - c)

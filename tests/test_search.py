@@ -51,12 +51,18 @@ def _config(**kw):
   return sc
 
 
-# The "full" eta-MCTS: adaptive branching, state merge and fast rollouts on.
+# eta-MCTS features: adaptive branching and state merge (fast rollouts: see puct_search).
 FULL = dict(adaptive_branching__enabled=True, adaptive_branching__alpha=0.7,
             adaptive_branching__c_min_root=2, adaptive_branching__c_max_root=4,
             adaptive_branching__c_min=1, adaptive_branching__c_max=3,
-            merge__enabled=True, merge__threshold=2, rollout__enabled=True,
-            rollout__num_rollouts=2, rollout__max_len=6)
+            merge__enabled=True, merge__threshold=2)
+
+
+def _bandit_reward(params, tokens, mask):
+  """A critic that prefers even token ids (a deterministic function of the text)."""
+  del params
+  even = ((tokens % 2) == 0) & mask & (tokens > 2)
+  return even.sum(1) / jnp.maximum(mask.sum(1), 1)
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +77,16 @@ def full_search(model, prompts):
 
 @pytest.fixture(scope="module")
 def puct_search(model, prompts):
+  """PUCT, with an external PRM critic and fast rollouts by a separate, smaller policy."""
   cfg, params = model
-  sc = _config(policy="puct", **dict(FULL, rollout__enabled=False))
-  search = mcts.make_search(cfg, sc, TOK.eos_id, DELIM, answer_prefix_ids=ANSWER)
-  return search(params, *prompts, jax.random.key(1))
+  small = testing.tiny_config(num_layers=1, embed_dim=16, mlp_dim=32)
+  sc = _config(policy="puct", rollout__enabled=True, rollout__num_rollouts=2,
+               rollout__max_len=4, **FULL)
+  critics = mcts.Critics(prm=_bandit_reward)
+  search = mcts.make_search(cfg, sc, TOK.eos_id, DELIM, critics, answer_prefix_ids=ANSWER,
+                            rollout_model_config=small)
+  return search(params, *prompts, jax.random.key(1),
+                rollout_params=testing.random_params(small, seed=3))
 
 
 def _real_nodes(out):
@@ -120,6 +132,10 @@ def test_merge_keeps_distant_siblings_and_counts_multiplicity():
   assert counts.tolist() == [3, 0, 0, 1, 0]
   prior = options.prior_logits("count", keep, counts, jnp.zeros(5), lens)
   np.testing.assert_allclose(jax.nn.softmax(prior), [0.75, 0, 0, 0.25, 0], atol=1e-6)
+  logprob = jnp.array([-3.0, -3.0, -1.0, -2.0, -1.0])
+  prior = options.prior_logits("logprob", keep, counts, logprob, lens)
+  np.testing.assert_allclose(prior, [-1.0, options.MASKED_LOGIT, options.MASKED_LOGIT, -0.5,
+                                     options.MASKED_LOGIT])
 
 
 def test_branching_factor_formula():
@@ -224,8 +240,9 @@ def test_nodes_match_a_full_reencode(model, full_search):
       np.testing.assert_allclose(e.cand_value[bi, p, a], e.value[bi, ni], atol=1e-4)
 
 
-def test_accounting(full_search):
-  sc, _, out, _ = full_search
+@pytest.mark.parametrize("which", ["gumbel", "puct"])
+def test_accounting(full_search, puct_search, which):
+  out = full_search[2] if which == "gumbel" else puct_search
   e = out.tree.embeddings
   real = _real_nodes(out)
   np.testing.assert_allclose(out.rollouts, real[:, 1:].sum(1))
@@ -235,8 +252,32 @@ def test_accounting(full_search):
   assert np.all(np.asarray(out.tokens) >= cand_tokens)
   assert np.all(np.asarray(out.forward_passes) > np.asarray(out.tokens))
   assert np.all(np.asarray(e.forward_passes)[~real] == 0)
-  roll = sc.rollout.num_rollouts * (real & ~np.asarray(e.terminal))[:, 1:].sum(1)
+  roll = (2 if which == "puct" else 0) * (real & ~np.asarray(e.terminal))[:, 1:].sum(1)
   np.testing.assert_allclose(out.fast_rollouts, roll)
+
+
+def test_external_prm_and_separate_rollout_policy(puct_search):
+  out = puct_search
+  e = out.tree.embeddings
+  real = _real_nodes(out)
+  real[:, 0] = False
+  # The PRM critic sees prompt + the node's completion.
+  b, n = e.length.shape
+  seq = jnp.concatenate([jnp.repeat(out.prompt[:, None], n, 1), e.tokens], 2).reshape(b * n, -1)
+  m = jnp.concatenate([jnp.repeat(out.prompt_mask[:, None], n, 1),
+                       jnp.arange(e.tokens.shape[-1])[None, None] < e.length[..., None]], 2)
+  prm = np.asarray(_bandit_reward(None, seq, m.reshape(b * n, -1))).reshape(b, n)
+  np.testing.assert_allclose(np.asarray(e.prm)[real], prm[real], atol=1e-6)
+  live = real & ~np.asarray(e.terminal)
+  live[:, 0] = False
+  assert live.any()
+  assert np.all(np.asarray(e.has_orm)[live]) and np.all(np.asarray(e.fast_rollouts)[live] == 2)
+  # Each live node also pays the PRM's re-encoded tokens and the rollout prefix re-encode.
+  n_prompt = np.asarray(out.prompt_mask).sum(1)[:, None]
+  extra = np.asarray(e.forward_passes) - np.asarray(e.cand_len).sum(-1)
+  assert np.all(extra[live] >= (n_prompt + 2 * np.asarray(e.length))[live])
+  score = mcts.node_score(mcts.WeightsConfig(), e.value, e.prm, e.orm, e.has_orm)
+  np.testing.assert_allclose(score, e.score, atol=1e-5)
 
 
 def test_search_compiles_once_per_configuration(model, prompts, full_search):
@@ -284,13 +325,6 @@ def test_token_level_kv_reuse_equals_recompute(model, prompts):
   np.testing.assert_allclose(kv.tree.node_values, re.tree.node_values, atol=1e-4)
   assert kv.tree.embeddings.path_k is not None and re.tree.embeddings.path_k is None
   assert np.all(np.asarray(re.forward_passes) > np.asarray(kv.forward_passes))
-
-
-def _bandit_reward(params, tokens, mask):
-  """A critic that prefers even token ids (a deterministic function of the text)."""
-  del params
-  even = ((tokens % 2) == 0) & mask & (tokens > 2)
-  return even.sum(1) / jnp.maximum(mask.sum(1), 1)
 
 
 @pytest.fixture(scope="module")

@@ -74,6 +74,7 @@ def tree_to_dot(output: mcts.SearchOutput | TreeArrays, batch_index: int = 0,
     parent = t.parents[b, n]
     if n > 0 and parent in shown:
       a = t.action_from_parent[b, n]
-      lines.append(f"  n{parent} -> n{n} [label=\"a{a} N={int(t.children_visits[b, parent, a])}\"];")
+      visits = int(t.children_visits[b, parent, a])
+      lines.append(f"  n{parent} -> n{n} [label=\"a{a} N={visits}\"];")
   lines.append("}")
   return "\n".join(lines) + "\n"

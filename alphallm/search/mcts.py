@@ -44,8 +44,9 @@ them (``SearchOutput``):
 * root: 1 (prompt prefill) + the tokens of its sampled candidates;
 * a real expansion: the option's tokens re-encoded (``prompt_len +
   child_len`` with ``recompute_prefix``) + its candidates' tokens (one pass
-  per decode step per row) + fast rollouts' tokens + tokens scored by
-  external critics (a pluggable PRM / ORM re-encodes its input);
+  per decode step per row) + fast rollouts' tokens (+ the path re-encoded by a
+  separate rollout policy) + tokens scored by external critics (a pluggable
+  PRM / ORM re-encodes its input);
 * an absorbing dummy: 0.
 
 ``tokens`` counts sampled candidate and rollout tokens (token level: the
@@ -61,7 +62,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax
@@ -336,7 +337,8 @@ class NodeEmbedding:
     length: ``[B]`` completion tokens.
     cand_tokens: ``[B, A, O]`` the node's candidate options (PAD-padded).
     cand_len: ``[B, A]`` their lengths (0 for unsampled slots).
-    cand_value: ``[B, A]`` value head at each candidate's last token.
+    cand_value: ``[B, A]`` value head at each candidate's last token (0 at
+      token level without adaptive branching, which is what needs it).
     child_valid: ``[B, A]`` False for masked children (merged, beyond n(s),
       unsampled; a terminal node has one absorbing action, 0).
     terminal: ``[B]`` the node ends a solution.
@@ -736,7 +738,26 @@ def _make_search(model_config, cfg: SearchConfig, eos_id: int, delimiter_ids: tu
         model_calls=jnp.full((b,), 1 + root_kids.steps, jnp.int32))
     root = mctx.RootFnOutput(prior_logits=root_kids.prior, value=root_score, embedding=root_emb)
 
+    def absorbing(parent: NodeEmbedding, calls=0):
+      """Children of terminal / absorbing nodes: an absorbing copy of the parent with one
+      absorbing action, reward 0, discount 0, value 0, and no cost."""
+      valid = jnp.broadcast_to(jnp.arange(a)[None, :] == 0, (b, a))
+      child = parent.replace(
+          absorbing=jnp.ones((b,), bool), depth=parent.depth + 1, child_valid=valid,
+          cand_len=jnp.zeros((b, a), jnp.int32), forward_passes=zeros_b, gen_tokens=zeros_b,
+          fast_rollouts=zeros_b, model_calls=jnp.full((b,), calls, jnp.int32))
+      out = mctx.RecurrentFnOutput(
+          reward=zeros_b, discount=zeros_b, value=zeros_b,
+          prior_logits=jnp.where(valid, 0.0, opt_lib.MASKED_LOGIT))
+      return out, child
+
     def recurrent_fn(bundle, rng, action, parent: NodeEmbedding):
+      """Expands B children; skips the model entirely when every row is absorbing."""
+      dead = parent.terminal | parent.absorbing
+      return jax.lax.cond(jnp.all(dead), lambda: absorbing(parent),
+                          lambda: expand(bundle, rng, action, parent))
+
+    def expand(bundle, rng, action, parent: NodeEmbedding):
       params, critic_params, rollout_params = bundle
       cand_rng, roll_rng = jax.random.split(rng)
       dead = parent.terminal | parent.absorbing                               # [B]
@@ -812,20 +833,13 @@ def _make_search(model_config, cfg: SearchConfig, eos_id: int, delimiter_ids: tu
           depth=parent.depth + 1, value=value, prm=prm, orm=orm, has_orm=has_orm,
           score=score, forward_passes=fwd * ~dead, gen_tokens=gen * ~dead,
           fast_rollouts=n_roll, model_calls=jnp.full((b,), calls, jnp.int32))
-      # A child of a terminal / absorbing node: absorbing copy of the parent with
-      # one absorbing action (``kids`` already holds that for dead rows).
-      dummy = parent.replace(
-          absorbing=jnp.ones((b,), bool), depth=parent.depth + 1, child_valid=kids.valid,
-          cand_len=kids.lengths, forward_passes=zeros_b, gen_tokens=zeros_b,
-          fast_rollouts=zeros_b, model_calls=jnp.full((b,), calls, jnp.int32))
-      child = jax.tree.map(
-          lambda x, y: jnp.where(dead.reshape((b,) + (1,) * (x.ndim - 1)), y, x), child, dummy)
       out = mctx.RecurrentFnOutput(
-          reward=jnp.where(terminal, score, 0.0),
-          discount=jnp.where(terminal | dead, 0.0, 1.0),
-          prior_logits=kids.prior,
-          value=jnp.where(terminal | dead, 0.0, score))
-      return out, child
+          reward=jnp.where(terminal, score, 0.0), discount=jnp.where(terminal, 0.0, 1.0),
+          prior_logits=kids.prior, value=jnp.where(terminal, 0.0, score))
+      # Rows below a terminal node get the absorbing dummy.
+      dummy = absorbing(parent, calls)
+      where = lambda x, y: jnp.where(dead.reshape((b,) + (1,) * (x.ndim - 1)), y, x)  # noqa: E731
+      return jax.tree.map(where, (out, child), dummy)
 
     def fast_rollouts(rollout_params, critic_params, rng, cache, logits, child_tokens,
                       child_len, active):

@@ -127,7 +127,10 @@ def orm_vote_node(t: TreeArrays, b: int, answer_of: Callable[[np.ndarray], str |
       groups.setdefault(ans, []).append(n)
   if not groups:
     return most_visited_node(t, b)
-  weight = lambda nodes: (sum(max(float(t.orm[b, n]), 0.0) for n in nodes), len(nodes))  # noqa: E731
+
+  def weight(nodes):
+    return sum(max(float(t.orm[b, n]), 0.0) for n in nodes), len(nodes)
+
   best = max(groups.values(), key=weight)
   return max(best, key=lambda n: t.orm[b, n])
 
@@ -190,20 +193,24 @@ def make_search_decoder(model_config: model_lib.TransformerConfig, search_config
                         eos_id: int, delimiter_ids: Sequence[int],
                         critics: mcts.Critics | None = None, *, tokenizer: Tokenizer | None = None,
                         extract_answer: Callable[[str], str | None] | None = None,
-                        answer_prefix_ids: Sequence[int] | None = None
-                        ) -> decoding.DecodeFn:
+                        answer_prefix_ids: Sequence[int] | None = None, critic_params: Any = None,
+                        rollout_model_config: model_lib.TransformerConfig | None = None,
+                        rollout_params: Any = None) -> decoding.DecodeFn:
   """eta-MCTS + ``search_config.answer_selection`` as a ``decoding.DecodeFn``.
 
+  ``critic_params`` / ``rollout_params`` are bound here (the interface passes
+  only the policy params); see ``mcts.make_search`` for the other arguments.
   The returned function runs on the host (the vote calls ``extract_answer``
   on text); the search and the greedy completion inside are jitted. It sees
   only the prompts.
   """
   cfg = mcts.SearchConfig.from_config(search_config)
   search = mcts.make_search(model_config, cfg, eos_id, delimiter_ids, critics,
-                            answer_prefix_ids=answer_prefix_ids)
+                            answer_prefix_ids=answer_prefix_ids,
+                            rollout_model_config=rollout_model_config)
 
   def decode(params, prompt, prompt_mask, rng) -> decoding.DecodeResult:
-    out = search(params, prompt, prompt_mask, rng)
+    out = search(params, prompt, prompt_mask, rng, critic_params, rollout_params)
     t = TreeArrays(out)
     nodes = select_nodes(t, cfg.answer_selection, tokenizer=tokenizer,
                          extract_answer=extract_answer)
