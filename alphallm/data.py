@@ -22,8 +22,8 @@ class SequenceTooLongError(ValueError):
 
 
 def encode_examples(tokenizer: Tokenizer, prompts: Sequence[str], completions: Sequence[str],
-                    seq_len: int, value_targets: Sequence[float] | None = None
-                    ) -> dict[str, np.ndarray]:
+                    seq_len: int, value_targets: Sequence[float] | None = None,
+                    append_eos: bool = True) -> dict[str, np.ndarray]:
   """Encodes SFT examples.
 
   Args:
@@ -33,6 +33,7 @@ def encode_examples(tokenizer: Tokenizer, prompts: Sequence[str], completions: S
     seq_len: static length T of every row.
     value_targets: optional per-example scalar that every completion position
       should predict with the value head (e.g. final correctness, 0 or 1).
+    append_eos: False for partial completions (e.g. one reasoning step).
 
   Returns:
     ``tokens [N, T] int32``, ``loss_mask [N, T] float32`` (1 on completion
@@ -49,7 +50,7 @@ def encode_examples(tokenizer: Tokenizer, prompts: Sequence[str], completions: S
   value_mask = np.zeros((n, seq_len), np.float32)
   for i, (prompt, completion) in enumerate(zip(prompts, completions)):
     p = [tokenizer.bos_id] + tokenizer.encode(prompt)
-    c = tokenizer.encode(completion) + [tokenizer.eos_id]
+    c = tokenizer.encode(completion) + ([tokenizer.eos_id] if append_eos else [])
     if len(p) + len(c) > seq_len:
       raise SequenceTooLongError(
           f"example {i} has {len(p) + len(c)} tokens, more than seq_len={seq_len}: "

@@ -166,50 +166,14 @@ def write_problems(path: str, problems: list[Problem]) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs the experiment in ``workdir`` (locked for the duration). Returns the rows."""
+  """Runs the experiment in ``workdir`` (locked for the duration). Returns the rows.
+
+  Round 0 (warm-start SFT, critics, evaluation), then ``config.loop.rounds``
+  rounds of self-improvement (``alphallm.loop``).
+  """
   validate_config(config)
+  from alphallm import loop  # pylint: disable=import-outside-toplevel (loop imports this module)
   with workdir_lib.Workdir(workdir):
-    return _run(config, workdir)
-
-
-def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Warm-start SFT then round-0 evaluation."""
-  io_utils.atomic_write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(
-      indent=2, sort_keys=True))
-  tokenizer = CharTokenizer()
-  task = build_task(config)
-  demos, eval_problems = make_splits(task, config.seed, config.data.num_demos,
-                                     config.data.num_eval)
-  write_problems(os.path.join(workdir, "eval_problems.jsonl"), eval_problems)
-  model_cfg = build_model_config(config, tokenizer)
-  mesh = train.data_mesh(jax.local_devices()[:num_devices(config)])
-  report("task %s: %d demonstrations, %d eval problems; model %d params on %d devices",
-           task.name, len(demos), len(eval_problems), model_cfg.num_params(),
-           mesh.shape[train.DATA_AXIS])
-
-  dataset = data.encode_examples(tokenizer, [task.prompt(p) for p in demos],
-                                 [task.demonstration(p) for p in demos], config.data.seq_len)
-  init = model_lib.init_params(model_cfg, jax.random.key(config.seed))
-  writer = metrics_lib.MetricWriter(workdir)
-  params = run_sft(config.sft, model_cfg, dataset, init, mesh,
-                   os.path.join(workdir, "checkpoints", "sft_round0"), config.seed,
-                   desc="sft_round0", writer=writer)
-
-  results = results_lib.Results(workdir)
-  done = {(r["round"], r["decoding"], r.get("seed")) for r in results.rows}
-  prompt_len = max(len(tokenizer.encode(task.prompt(p))) for p in eval_problems) + 1
-  rng = jax.random.key(config.seed + 10_000)
-  for name, (fn, select) in decoding_methods(config, model_cfg, tokenizer).items():
-    if (0, name, config.seed) in done:
-      continue
-    row, _ = evaluation.evaluate(fn, params, task, tokenizer, eval_problems, name=name, round_=0,
-                                 batch_size=config.eval.batch_size, prompt_len=prompt_len,
-                                 rng=jax.random.fold_in(rng, zlib.crc32(name.encode())),
-                                 seed=config.seed, select=select)
-    results.add(row)
-    report("round 0 %s: accuracy %.3f (%.1f forward passes/problem)", name, row["accuracy"],
-             row["forward_passes_per_problem"])
-    writer.write(f"eval/{name}", 0, {k: row[k] for k in (
-        "accuracy", "forward_passes_per_problem", "tokens_per_problem")})
-  writer.close()
-  return {"rows": results.rows}
+    io_utils.atomic_write_text(os.path.join(workdir, "config.json"),
+                               config.to_json_best_effort(indent=2, sort_keys=True))
+    return loop.run(config, workdir)

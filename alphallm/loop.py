@@ -1,0 +1,450 @@
+"""The self-improvement loop: imagine, search, criticize, improve (Algorithm 1).
+
+Round 0 warm-starts the policy by SFT on demonstrations, trains the critics
+on trajectories sampled from it (the paper then keeps them fixed), and
+evaluates every decoding method. Each round ``k = 1..K`` then
+
+1. **imagines** new prompts from seed problems (``alphallm.imagination``),
+   deduplicated against the evaluation split;
+2. **searches** them with eta-MCTS under the current policy and critics, and
+   stores one trajectory per prompt (``alphallm.trajectories``): the best
+   leaf by critic score, kept only if its verifier (or ORM) score is at least
+   ``gamma``;
+3. **improves** the policy by SFT on the kept trajectories, starting from the
+   previous round's parameters (``loop.distill`` adds mctx's improved root
+   policy as a weighted target, AlphaZero-style);
+4. **evaluates** greedy decoding, eta-MCTS and the baselines on the held-out
+   split, and checkpoints.
+
+Resumption. Every phase writes its product atomically (prompts file,
+trajectory shards, orbax checkpoints, result rows) and is skipped when that
+product exists, and every random choice is a function of
+``(seed, round, phase, shard)``. Rerunning the same command after a crash at
+any point continues from the last completed step and produces the same
+``results.json`` as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from alphallm import critics as critics_lib
+from alphallm import data
+from alphallm import evaluation
+from alphallm import experiment as exp
+from alphallm import imagination
+from alphallm import io_utils
+from alphallm import metrics as metrics_lib
+from alphallm import model as model_lib
+from alphallm import results as results_lib
+from alphallm import sampling
+from alphallm import train
+from alphallm import trajectories as traj_lib
+from alphallm.search import mcts
+from alphallm.search import selection
+from alphallm.tasks import Problem, Task, make_splits
+from alphallm.tokenizer import CharTokenizer, Tokenizer
+
+
+@dataclasses.dataclass
+class Context:
+  """Everything a phase needs that does not change across rounds."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  task: Task
+  tokenizer: Tokenizer
+  model_cfg: model_lib.TransformerConfig
+  mesh: Any
+  demos: list[Problem]
+  eval_problems: list[Problem]
+  writer: metrics_lib.MetricWriter
+  results: results_lib.Results
+  prompt_len: int
+  store: traj_lib.TrajectoryStore
+
+  def path(self, *parts: str) -> str:
+    return os.path.join(self.workdir, *parts)
+
+  def rng(self, *tags: Any) -> jax.Array:
+    """A key that depends only on the seed and the phase's tags (resumable)."""
+    key = jax.random.key(self.config.seed)
+    for tag in tags:
+      key = jax.random.fold_in(key, zlib.crc32(str(tag).encode()) & 0x7FFFFFFF)
+    return key
+
+
+def build_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
+  tokenizer = CharTokenizer()
+  task = exp.build_task(config)
+  demos, eval_problems = make_splits(task, config.seed, config.data.num_demos,
+                                     config.data.num_eval)
+  exp.write_problems(os.path.join(workdir, "eval_problems.jsonl"), eval_problems)
+  model_cfg = exp.build_model_config(config, tokenizer)
+  mesh = train.data_mesh(jax.local_devices()[:exp.num_devices(config)])
+  # Prompts are padded to a multiple of 16 tokens so every search compiles once.
+  longest = max(len(tokenizer.encode(task.prompt(p))) for p in eval_problems + demos) + 1
+  prompt_len = -(-(longest + 8) // 16) * 16
+  return Context(config=config, workdir=workdir, task=task, tokenizer=tokenizer,
+                 model_cfg=model_cfg, mesh=mesh, demos=demos, eval_problems=eval_problems,
+                 writer=metrics_lib.MetricWriter(workdir),
+                 results=results_lib.Results(workdir), prompt_len=prompt_len,
+                 store=traj_lib.TrajectoryStore(os.path.join(workdir, "trajectories")))
+
+
+# ---------------------------------------------------------------------------
+# Round 0: warm start and critics.
+
+
+def warm_start(ctx: Context):
+  """SFT on the demonstrations (round 0's policy)."""
+  task = ctx.task
+  dataset = data.encode_examples(ctx.tokenizer, [task.prompt(p) for p in ctx.demos],
+                                 [task.demonstration(p) for p in ctx.demos],
+                                 ctx.config.data.seq_len)
+  init = model_lib.init_params(ctx.model_cfg, jax.random.key(ctx.config.seed))
+  return exp.run_sft(ctx.config.sft, ctx.model_cfg, dataset, init, ctx.mesh,
+                     ctx.path("checkpoints", "sft_round0"), ctx.config.seed,
+                     desc="sft_round0", writer=ctx.writer)
+
+
+def train_critics(ctx: Context, policy_params) -> dict[str, critics_lib.Critic]:
+  """Trains the critics named in ``config.critics.kinds`` on policy samples.
+
+  Trajectories are sampled from the round-0 policy on the demonstration
+  prompts and labelled by the verifier (training data only). Calibration is
+  measured on samples for held-out problems and written to
+  ``critics.json`` (the paper's Table 8 analog).
+  """
+  ccfg = ctx.config.critics
+  if not ccfg.kinds:
+    return {}
+  base = critics_lib.CriticConfig.from_config(ccfg.critic)
+  out: dict[str, critics_lib.Critic] = {}
+  report_path = ctx.path("critics.json")
+  report = io_utils.read_json(report_path) if os.path.exists(report_path) else {}
+  critic_data = None
+  for kind in ccfg.kinds:
+    critic = critics_lib.init_critic(base, ctx.tokenizer.vocab_size, ctx.rng("critic_init", kind),
+                                     ctx.model_cfg, policy_params, kind=kind)
+    ckpt_dir = ctx.path("checkpoints", f"critic_{kind}")
+    if critic_data is None and not _finished(ckpt_dir, base.train.steps):
+      sampler = critics_lib.PolicySampler.from_config(policy_params, ctx.model_cfg, ctx.tokenizer,
+                                                      base.collect, desc="critic data")
+      problems = ctx.demos[:ccfg.num_problems]
+      critic_data = critics_lib.collect_critic_data(ctx.task, problems, sampler,
+                                                    ctx.rng("critic_data"), base.collect)
+    dataset = None
+    if critic_data is not None:
+      dataset = critics_lib.critic_dataset(
+          kind, ctx.tokenizer, critic_data, base.seq_len, delimiter=ctx.task.step_delimiter,
+          prm_label=base.prm_label, prm_threshold=base.prm_threshold)
+    else:
+      dataset = _empty_value_dataset(base.seq_len)
+    critic, _ = critics_lib.train_critic(critic, dataset, base.train, ctx.mesh, ckpt_dir=ckpt_dir,
+                                         seed=ctx.config.seed, desc=f"critic_{kind}")
+    out[kind] = critic
+    if kind not in report:
+      report[kind] = _calibrate(ctx, critic, policy_params, base)
+      io_utils.atomic_write_json(report_path, report)
+      exp.report("critic %s: precision %.2f recall %.2f ECE %.3f", kind,
+                 report[kind]["precision"], report[kind]["recall"], report[kind]["ece"])
+  return out
+
+
+def _finished(ckpt_dir: str, steps: int) -> bool:
+  if not os.path.isdir(ckpt_dir):
+    return False
+  from alphallm import checkpoint  # pylint: disable=import-outside-toplevel
+  ckpt = checkpoint.Checkpointer(ckpt_dir)
+  latest = ckpt.latest_step()
+  ckpt.close()
+  return latest is not None and latest >= steps
+
+
+def _empty_value_dataset(seq_len: int) -> dict[str, np.ndarray]:
+  """A placeholder dataset for a critic whose training already finished (never read)."""
+  z = np.zeros((1, seq_len), np.float32)
+  return {"tokens": np.zeros((1, seq_len), np.int32), "loss_mask": z, "value_target": z,
+          "value_mask": z}
+
+
+def _calibrate(ctx: Context, critic, policy_params, base) -> dict[str, float]:
+  """Precision / recall / ECE of ``critic`` on policy samples for held-out problems."""
+  sampler = critics_lib.PolicySampler.from_config(policy_params, ctx.model_cfg, ctx.tokenizer,
+                                                  base.collect, desc="critic calibration")
+  problems = ctx.eval_problems[:ctx.config.critics.num_calibration_problems]
+  held_out = critics_lib.collect_critic_data(
+      ctx.task, problems, sampler, ctx.rng("critic_calibration"),
+      dataclasses.replace(base.collect, mc_rollouts=0, num_samples=2))
+  scores = critics_lib.score_texts(critic, ctx.tokenizer, held_out.prompts, held_out.completions)
+  return critics_lib.calibration(np.asarray(scores), held_out.outcomes)
+
+
+# ---------------------------------------------------------------------------
+# Decoding methods with search.
+
+
+def search_critics(ctx: Context, critics: dict[str, critics_lib.Critic]):
+  """``(mcts.Critics, critic_params)``: the PRM and ORM slots of the node score.
+
+  A trained "prm" critic fills the PRM slot and an "orm" critic the ORM
+  slot; a "value" critic fills whichever slot has no dedicated critic.
+  """
+  value = critics.get("value")
+  return critics_lib.search_critics(prm=critics.get("prm", value), orm=critics.get("orm", value))
+
+
+def make_search(ctx: Context, critics, search_cfg: ml_collections.ConfigDict | None = None):
+  """The jitted search over this context's model and task."""
+  cfg = search_cfg if search_cfg is not None else ctx.config.search
+  crit, crit_params = search_critics(ctx, critics)
+  tok = ctx.tokenizer
+  fn = mcts.make_search(ctx.model_cfg, cfg, tok.eos_id, tok.token_ids_ending_with(
+      ctx.task.step_delimiter), crit, answer_prefix_ids=tok.encode(ctx.task.answer_prefix))
+  return fn, crit_params
+
+
+def decoding_methods(ctx: Context, critics) -> dict[str, tuple[Any, Any]]:
+  """Baselines from ``config.eval.methods`` plus ``mcts`` when listed."""
+  names = list(ctx.config.eval.methods)
+  base = [n for n in names if n != "mcts"]
+  cfg = ctx.config.copy_and_resolve_references()
+  with cfg.unlocked():
+    cfg.eval.methods = tuple(base)
+  methods = exp.decoding_methods(cfg, ctx.model_cfg, ctx.tokenizer)
+  if "mcts" in names:
+    methods["mcts"] = (make_search_decoder(ctx, critics), None)
+  return methods
+
+
+def make_search_decoder(ctx: Context, critics, search_cfg=None):
+  """eta-MCTS with its answer selection as a ``decoding.DecodeFn`` (prompts only)."""
+  cfg = mcts.SearchConfig.from_config(search_cfg if search_cfg is not None
+                                      else ctx.config.search)
+  crit, crit_params = search_critics(ctx, critics)
+  tok = ctx.tokenizer
+  return selection.make_search_decoder(
+      ctx.model_cfg, cfg, tok.eos_id, tok.token_ids_ending_with(ctx.task.step_delimiter), crit,
+      tokenizer=tok, extract_answer=ctx.task.extract_answer,
+      answer_prefix_ids=tok.encode(ctx.task.answer_prefix), critic_params=crit_params)
+
+
+def evaluate_round(ctx: Context, round_: int, params, critics) -> None:
+  """Adds this round's row for every decoding method not yet evaluated."""
+  done = {(r["round"], r["decoding"], r.get("seed")) for r in ctx.results.rows}
+  ev = ctx.config.eval
+  for name, (fn, select) in decoding_methods(ctx, critics).items():
+    if (round_, name, ctx.config.seed) in done:
+      continue
+    batch = ev.search_batch_size if name == "mcts" else ev.batch_size
+    row, _ = evaluation.evaluate(fn, params, ctx.task, ctx.tokenizer, ctx.eval_problems,
+                                 name=name, round_=round_, batch_size=batch,
+                                 prompt_len=ctx.prompt_len, rng=ctx.rng("eval", round_, name),
+                                 seed=ctx.config.seed, select=select)
+    ctx.results.add(row)
+    ctx.writer.write(f"eval/{name}", round_, {k: row[k] for k in (
+        "accuracy", "forward_passes_per_problem", "tokens_per_problem")})
+    exp.report("round %d %-20s accuracy %.3f  (%.1f forward passes/problem)", round_, name,
+               row["accuracy"], row["forward_passes_per_problem"])
+  ctx.writer.flush()
+
+
+# ---------------------------------------------------------------------------
+# Rounds 1..K.
+
+
+def imagine_round(ctx: Context, round_: int) -> list[Problem]:
+  """This round's synthesized prompts (``round{k}/prompts.jsonl``, written once)."""
+  path = ctx.path(f"round{round_}", "prompts.jsonl")
+  if os.path.exists(path):
+    return _read_problems(path)
+  lc = ctx.config.loop
+  problems, stats = imagination.imagine_with_stats(
+      ctx.task, ctx.demos, lc.prompts_per_round, seed=ctx.config.seed * 1000 + round_,
+      exclude={p.question for p in ctx.eval_problems}, mix=dict(lc.imagination_mix))
+  if not problems:
+    raise RuntimeError(f"imagination produced no prompts in round {round_}: {stats.to_json()}")
+  exp.write_problems(path, problems)
+  io_utils.atomic_write_json(ctx.path(f"round{round_}", "imagination.json"), stats.to_json())
+  exp.report("round %d: imagined %d prompts", round_, len(problems))
+  return problems
+
+
+def _read_problems(path: str) -> list[Problem]:
+  out = []
+  with open(path, encoding="utf-8") as f:
+    for lineno, line in enumerate(f, 1):
+      try:
+        out.append(Problem.from_json(json.loads(line)))
+      except (json.JSONDecodeError, ValueError) as e:
+        raise ValueError(f"{path}:{lineno}: malformed problem record: {e}") from e
+  if not out:
+    raise ValueError(f"{path}: no problems")
+  return out
+
+
+def search_round(ctx: Context, round_: int, params, critics, problems: Sequence[Problem]
+                 ) -> list[dict[str, Any]]:
+  """Searches every prompt, one trajectory shard per search batch. Resumable per shard."""
+  lc = ctx.config.loop
+  bs = lc.search_batch_size
+  shards = [list(problems[i:i + bs]) for i in range(0, len(problems), bs)]
+  missing = ctx.store.missing_shards(round_, len(shards))
+  if missing:
+    search, crit_params = make_search(ctx, critics)
+    for i in tqdm.tqdm(missing, desc=f"search round {round_}", disable=None):
+      records = _search_shard(ctx, round_, i, params, search, crit_params, shards[i])
+      ctx.store.write_shard(round_, i, records)
+  records = ctx.store.records(round_)
+  kept = [r for r in records if r["final"]["kept"]]
+  ctx.writer.write(f"search_round{round_}", round_, {
+      "prompts": len(records), "kept": len(kept),
+      "kept_fraction": len(kept) / max(len(records), 1),
+      "forward_passes_per_prompt": np.mean([r["compute"]["forward_passes"] for r in records])})
+  exp.report("round %d: searched %d prompts, kept %d trajectories (gamma %.2f)", round_,
+             len(records), len(kept), lc.gamma)
+  return records
+
+
+def _search_shard(ctx: Context, round_: int, shard: int, params, search, crit_params,
+                  problems: list[Problem]) -> list[dict[str, Any]]:
+  """Searches one batch (padded to the fixed batch size) and builds its records."""
+  lc, task, tok = ctx.config.loop, ctx.task, ctx.tokenizer
+  prompts = [task.prompt(p) for p in problems]
+  padded = prompts + [prompts[0]] * (lc.search_batch_size - len(prompts))
+  ids, mask = sampling.encode_prompts(tok, padded, length=ctx.prompt_len)
+  out = search(params, ids, mask, ctx.rng("search", round_, shard), crit_params)
+  t = selection.TreeArrays(out)
+  nodes = selection.select_nodes(t, lc.select, tokenizer=tok, extract_answer=task.extract_answer)
+  tokens, lengths, terminal = selection.node_completions(t, nodes)
+  records = []
+  for b, problem in enumerate(problems):
+    completion = tok.decode(tokens[b, :lengths[b]])
+    verified = bool(task.verify(problem, completion)) if terminal[b] else False
+    critic_score = float(t.score[b, nodes[b]])
+    orm = float(t.orm[b, nodes[b]]) if t.has_orm[b, nodes[b]] else None
+    signal = (1.0 if verified else 0.0) if lc.filter_by == "verifier" else (orm or 0.0)
+    kept = bool(terminal[b]) and signal >= lc.gamma
+    records.append(traj_lib.make_record(
+        round_index=round_, task=task.name, problem=problem, prompt=prompts[b],
+        completion=completion, path=traj_lib.path_from_tree(t, b, int(nodes[b]), tok),
+        selection=lc.select, critic_score=critic_score, orm_score=orm, verified=verified,
+        kept=kept, prompt_tokens=int(mask[b].sum()), completion_tokens=int(lengths[b]),
+        generated_tokens=float(out.tokens[b]), forward_passes=float(out.forward_passes[b]),
+        extra={"action_weights": np.asarray(out.action_weights[b]).tolist(),
+               "root_options": _root_options(t, b, tok)}))
+  return records
+
+
+def _root_options(t: selection.TreeArrays, b: int, tok: Tokenizer) -> list[str | None]:
+  """Text of the root's children (None where masked or unexpanded), for distillation."""
+  out = []
+  for a in range(t.children_index.shape[-1]):
+    child = t.children_index[b, 0, a]
+    if child < 0 or not t.child_valid[b, 0, a]:
+      out.append(None)
+      continue
+    out.append(tok.decode(t.tokens[b, child, :t.length[b, child]]))
+  return out
+
+
+def improve_round(ctx: Context, round_: int, prev_params) -> Any:
+  """SFT from the previous round's policy on the kept trajectories."""
+  lc, task = ctx.config.loop, ctx.task
+  rounds = range(1, round_ + 1) if lc.cumulative else [round_]
+  prompts, completions, weights = [], [], []
+  for r in rounds:
+    for rec in ctx.store.records(r):
+      if rec["final"]["kept"]:
+        prompts.append(rec["prompt"])
+        completions.append(rec["completion"])
+  if lc.include_demos:
+    prompts += [task.prompt(p) for p in ctx.demos]
+    completions += [task.demonstration(p) for p in ctx.demos]
+  if not prompts:
+    exp.report("round %d: no trajectory kept and no demonstrations: policy unchanged", round_)
+    return prev_params
+  dataset = data.encode_examples(ctx.tokenizer, prompts, completions, ctx.config.data.seq_len)
+  if lc.distill:
+    dataset = _concat(dataset, _distillation_dataset(ctx, round_))
+  return exp.run_sft(ctx.config.loop.sft, ctx.model_cfg, dataset, _copy(prev_params), ctx.mesh,
+                     ctx.path("checkpoints", f"sft_round{round_}"),
+                     ctx.config.seed + round_, desc=f"sft_round{round_}", writer=ctx.writer)
+
+
+def _distillation_dataset(ctx: Context, round_: int) -> dict[str, np.ndarray]:
+  """Root options weighted by mctx's improved policy (``action_weights``).
+
+  Each root option ``o_i`` of a searched prompt is a target whose per-token
+  loss weight is ``action_weights_i``: the cross-entropy of the policy's
+  option distribution against the improved policy, AlphaZero-style.
+  """
+  prompts, options, weights = [], [], []
+  for rec in ctx.store.records(round_):
+    extra = rec.get("extra", {})
+    for option, w in zip(extra.get("root_options", []), extra.get("action_weights", [])):
+      if option and w > 1e-3:
+        prompts.append(rec["prompt"])
+        options.append(option)
+        weights.append(float(w))
+  if not prompts:
+    return {}
+  ds = data.encode_examples(ctx.tokenizer, prompts, options, ctx.config.data.seq_len,
+                            append_eos=False)
+  ds["loss_mask"] = ds["loss_mask"] * np.asarray(weights, np.float32)[:, None] \
+      * ctx.config.loop.distill_weight
+  return ds
+
+
+def _concat(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  if not b:
+    return a
+  return {k: np.concatenate([a[k], b[k]]) for k in a}
+
+
+def _copy(params):
+  """The train step donates its input; keep the caller's parameters alive."""
+  return jax.tree.map(lambda x: x.copy(), params)
+
+
+# ---------------------------------------------------------------------------
+# The whole loop.
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Round 0, then ``config.loop.rounds`` rounds of self-improvement."""
+  ctx = build_context(config, workdir)
+  exp.report("task %s: %d demonstrations, %d eval problems; model %d params on %d devices",
+             ctx.task.name, len(ctx.demos), len(ctx.eval_problems), ctx.model_cfg.num_params(),
+             ctx.mesh.shape[train.DATA_AXIS])
+  params = warm_start(ctx)
+  critics = train_critics(ctx, params)
+  if config.critics.kinds and config.critics.critic.shared_trunk:
+    params = next(iter(critics.values())).params
+  evaluate_round(ctx, 0, params, critics)
+  for k in range(1, config.loop.rounds + 1):
+    problems = imagine_round(ctx, k)
+    search_round(ctx, k, params, critics, problems)
+    params = improve_round(ctx, k, params)
+    evaluate_round(ctx, k, params, critics)
+    _round_summary(ctx, k)
+  ctx.writer.close()
+  return {"rows": ctx.results.rows}
+
+
+def _round_summary(ctx: Context, round_: int) -> None:
+  rows = {r["decoding"]: r["accuracy"] for r in ctx.results.rows if r["round"] == round_}
+  prev = {r["decoding"]: r["accuracy"] for r in ctx.results.rows if r["round"] == round_ - 1}
+  parts = [f"{k} {100 * v:.1f}% ({100 * (v - prev.get(k, v)):+.1f})" for k, v in rows.items()]
+  exp.report("round %d summary: %s", round_, "; ".join(parts))
