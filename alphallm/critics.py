@@ -398,10 +398,15 @@ def search_critics(prm: Critic | None = None, orm: Critic | None = None):
     if critic is None:
       return None
     params[name] = critic.params
-    fn = critic.score
-    return lambda p, tokens, mask: fn(p[name], tokens, mask)
+    return _bound_critic(name, critic.score)
 
   return mcts.Critics(prm=bind("prm", prm), orm=bind("orm", orm)), params
+
+
+@functools.lru_cache(maxsize=None)
+def _bound_critic(name: str, fn: CriticFn) -> CriticFn:
+  """One function object per (slot, score fn), so equal critics share a compiled search."""
+  return lambda p, tokens, mask: fn(p[name], tokens, mask)
 
 
 # ---------------------------------------------------------------------------

@@ -187,8 +187,9 @@ def _calibrate(ctx: Context, critic, policy_params, base) -> dict[str, float]:
   held_out = critics_lib.collect_critic_data(
       ctx.task, problems, sampler, ctx.rng("critic_calibration"),
       dataclasses.replace(base.collect, mc_rollouts=0, num_samples=2))
-  scores = critics_lib.score_texts(critic, ctx.tokenizer, held_out.prompts, held_out.completions)
-  return critics_lib.calibration(np.asarray(scores), held_out.outcomes)
+  # One judgement per trajectory (its final state) against the verifier's label.
+  dataset = critics_lib.critic_dataset("orm", ctx.tokenizer, held_out, base.seq_len)
+  return critics_lib.evaluate_critic(critic, dataset)
 
 
 # ---------------------------------------------------------------------------
