@@ -6,15 +6,17 @@ sees all devices of the job through ``jax.devices()`` (its own through
 the job with ``jax.distributed.initialize``; :func:`initialize` wraps it so
 that one command works everywhere:
 
-* **Single process** (a laptop, one GPU box, a single-host TPU VM, the
-  tests): nothing to do; :func:`initialize` is a no-op and returns False.
-* **Cloud TPU pod slice** (e.g. v4-128, v5p-64: several hosts): run the same
+* **Single process** (a laptop, one GPU box, the tests): nothing to do;
+  :func:`initialize` is a no-op and returns False.
+* **Cloud TPU VM** (e.g. v4-128, v5p-64: several hosts): run the same
   command on every host (``gcloud compute tpus tpu-vm ssh NAME --worker=all
   --command="..."``). Arguments may all be None: JAX reads the coordinator,
   process count and id from the TPU metadata (GCE) or the environment (GKE).
-* **Slurm / Open MPI** (GPU clusters): launch one process per host (or per
-  GPU) with ``srun`` / ``mpirun``; arguments may be None, JAX reads them from
-  ``SLURM_*`` / ``OMPI_*`` variables.
+  A single-host TPU VM joins a job of one process, which is harmless.
+* **Slurm / Open MPI** (GPU clusters): launch with ``srun`` / ``mpirun``;
+  arguments may be None, JAX reads them from ``SLURM_*`` / ``OMPI_*``
+  variables and gives each process one GPU (its local rank), so launch one
+  task per GPU (or pass ``local_device_ids``).
 * **Anything else** (e.g. plain ssh to several GPU hosts): pass
   ``coordinator_address="host0:1234"``, ``num_processes`` and ``process_id``
   (distinct on every host), or set ``JAX_COORDINATOR_ADDRESS``,
