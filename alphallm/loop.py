@@ -141,7 +141,7 @@ def train_critics(ctx: Context, policy_params) -> dict[str, critics_lib.Critic]:
     if critic_data is None and not _finished(ckpt_dir, base.train.steps):
       sampler = critics_lib.PolicySampler.from_config(policy_params, ctx.model_cfg, ctx.tokenizer,
                                                       base.collect, desc="critic data")
-      problems = ctx.demos[:ccfg.num_problems]
+      problems = fresh_problems(ctx, ccfg.num_problems, tag="critic_data")
       critic_data = critics_lib.collect_critic_data(ctx.task, problems, sampler,
                                                     ctx.rng("critic_data"), base.collect)
     dataset = None
@@ -160,6 +160,27 @@ def train_critics(ctx: Context, policy_params) -> dict[str, critics_lib.Critic]:
       exp.report("critic %s: precision %.2f recall %.2f ECE %.3f", kind,
                  report[kind]["precision"], report[kind]["recall"], report[kind]["ece"])
   return out
+
+
+def fresh_problems(ctx: Context, num: int, tag: str) -> list[Problem]:
+  """Problems outside both the demonstrations and the eval split.
+
+  Critic data must come from prompts the policy was not fine-tuned on: on its
+  own demonstrations a warm-started policy is nearly always right, and a
+  critic trained there learns only "correct".
+  """
+  taken = {p.question for p in ctx.demos} | {p.question for p in ctx.eval_problems}
+  out: list[Problem] = []
+  for attempt in range(20):
+    seed = zlib.crc32(f"{ctx.config.seed}/{tag}/{attempt}".encode()) & 0x7FFFFFFF
+    for p in ctx.task.generate(seed, num):
+      if p.question not in taken:
+        taken.add(p.question)
+        out.append(p)
+        if len(out) == num:
+          return out
+  raise ValueError(f"task {ctx.task.name!r} cannot produce {num} problems outside the "
+                   f"demonstrations and eval split (got {len(out)}) for {tag}")
 
 
 def _finished(ckpt_dir: str, steps: int) -> bool:

@@ -43,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Critics, trained once after round 0 (the paper keeps them fixed).
   c.critics = ml_collections.ConfigDict()
   c.critics.kinds = ("value",)        # any of "value", "prm", "orm"
-  c.critics.num_problems = 500        # demonstration prompts sampled for critic data
+  c.critics.num_problems = 500        # fresh prompts (not demos, not eval) sampled for critic data
   c.critics.num_calibration_problems = 128
   c.critics.critic = default_critic_config()
   c.critics.critic.seq_len = 64
