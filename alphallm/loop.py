@@ -27,6 +27,7 @@ any point continues from the last completed step and produces the same
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import zlib
@@ -48,6 +49,7 @@ from alphallm import metrics as metrics_lib
 from alphallm import model as model_lib
 from alphallm import results as results_lib
 from alphallm import sampling
+from alphallm import tools
 from alphallm import train
 from alphallm import trajectories as traj_lib
 from alphallm.search import mcts
@@ -72,6 +74,7 @@ class Context:
   results: results_lib.Results
   prompt_len: int
   store: traj_lib.TrajectoryStore
+  calculator: Any  # the in-graph step calculator critic (alphallm.tools)
 
   def path(self, *parts: str) -> str:
     return os.path.join(self.workdir, *parts)
@@ -99,7 +102,8 @@ def build_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
                  model_cfg=model_cfg, mesh=mesh, demos=demos, eval_problems=eval_problems,
                  writer=metrics_lib.MetricWriter(workdir),
                  results=results_lib.Results(workdir), prompt_len=prompt_len,
-                 store=traj_lib.TrajectoryStore(os.path.join(workdir, "trajectories")))
+                 store=traj_lib.TrajectoryStore(os.path.join(workdir, "trajectories")),
+                 calculator=tools.make_calculator_critic(tokenizer))
 
 
 # ---------------------------------------------------------------------------
@@ -221,10 +225,26 @@ def search_critics(ctx: Context, critics: dict[str, critics_lib.Critic]):
   """``(mcts.Critics, critic_params)``: the PRM and ORM slots of the node score.
 
   A trained "prm" critic fills the PRM slot and an "orm" critic the ORM
-  slot; a "value" critic fills whichever slot has no dedicated critic.
+  slot; a "value" critic fills whichever slot has no dedicated critic. With
+  ``config.critics.calculator`` both slots are tool-augmented: the in-graph
+  step calculator (``alphallm.tools``) multiplies the learned score, so a
+  state with a wrong arithmetic step scores 0.
   """
   value = critics.get("value")
-  return critics_lib.search_critics(prm=critics.get("prm", value), orm=critics.get("orm", value))
+  crit, params = critics_lib.search_critics(prm=critics.get("prm", value),
+                                            orm=critics.get("orm", value))
+  if ctx.config.critics.get("calculator", False):
+    crit = mcts.Critics(prm=_tool_augmented(crit.prm, ctx.calculator),
+                        orm=_tool_augmented(crit.orm, ctx.calculator))
+  return crit, params
+
+
+@functools.lru_cache(maxsize=None)
+def _tool_augmented(fn, calculator):
+  """``calculator * fn`` (the calculator alone when there is no learned critic)."""
+  if fn is None:
+    return calculator
+  return lambda p, tokens, mask: calculator(p, tokens, mask) * fn(p, tokens, mask)
 
 
 def make_search(ctx: Context, critics, search_cfg: ml_collections.ConfigDict | None = None):
@@ -274,9 +294,11 @@ def evaluate_round(ctx: Context, round_: int, params, critics) -> None:
                                  name=name, round_=round_, batch_size=batch,
                                  prompt_len=ctx.prompt_len, rng=ctx.rng("eval", round_, name),
                                  seed=ctx.config.seed, select=select)
-    ctx.results.add(row)
+    # Metrics first: a row in results.json is never evaluated again on resume.
     ctx.writer.write(f"eval/{name}", round_, {k: row[k] for k in (
         "accuracy", "forward_passes_per_problem", "tokens_per_problem")})
+    ctx.writer.flush()
+    ctx.results.add(row)
     exp.report("round %d %-20s accuracy %.3f  (%.1f forward passes/problem)", round_, name,
                row["accuracy"], row["forward_passes_per_problem"])
   ctx.writer.flush()
@@ -309,7 +331,7 @@ def _read_problems(path: str) -> list[Problem]:
     for lineno, line in enumerate(f, 1):
       try:
         out.append(Problem.from_json(json.loads(line)))
-      except (json.JSONDecodeError, ValueError) as e:
+      except (json.JSONDecodeError, ValueError, TypeError) as e:  # TypeError: not an object
         raise ValueError(f"{path}:{lineno}: malformed problem record: {e}") from e
   if not out:
     raise ValueError(f"{path}: no problems")
@@ -440,6 +462,17 @@ def _copy(params):
   return jax.tree.map(lambda x: x.copy(), params)
 
 
+def _on_mesh(ctx: Context, params):
+  """``params`` replicated on the mesh, whether just trained or restored.
+
+  Training leaves parameters replicated on ``ctx.mesh``, a restored checkpoint
+  on one device; a resumed run mixes both (e.g. restored critics, a policy
+  whose SFT resumed), which jitted search rejects. One placement also keeps
+  a resumed run bit-identical to an uninterrupted one.
+  """
+  return train.replicate(params, ctx.mesh)
+
+
 # ---------------------------------------------------------------------------
 # The whole loop.
 
@@ -450,15 +483,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   exp.report("task %s: %d demonstrations, %d eval problems; model %d params on %d devices",
              ctx.task.name, len(ctx.demos), len(ctx.eval_problems), ctx.model_cfg.num_params(),
              ctx.mesh.shape[train.DATA_AXIS])
-  params = warm_start(ctx)
-  critics = train_critics(ctx, params)
+  params = _on_mesh(ctx, warm_start(ctx))
+  critics = {kind: dataclasses.replace(c, params=_on_mesh(ctx, c.params))
+             for kind, c in train_critics(ctx, params).items()}
   if config.critics.kinds and config.critics.critic.shared_trunk:
     params = next(iter(critics.values())).params
   evaluate_round(ctx, 0, params, critics)
   for k in range(1, config.loop.rounds + 1):
     problems = imagine_round(ctx, k)
     search_round(ctx, k, params, critics, problems)
-    params = improve_round(ctx, k, params)
+    params = _on_mesh(ctx, improve_round(ctx, k, params))
     evaluate_round(ctx, k, params, critics)
     _round_summary(ctx, k)
   ctx.writer.close()

@@ -1,0 +1,116 @@
+"""Tool critics that run inside the compiled search: a step calculator.
+
+``make_calculator_critic(tokenizer)`` is a jittable ``CriticFn`` (the
+signature of ``search.mcts.Critics``' PRM and ORM slots). It reads every
+line of a sequence that has the shape of an arithmetic step, ``a<op>b=c``
+with op in ``+ - * /`` and unsigned integers, and checks the arithmetic
+exactly, on token ids, with a ``lax.scan`` state machine: no host call, no
+text, no eval. A sequence scores 0.0 if any step is wrong and 1.0 otherwise
+(lines that are not steps, e.g. the question or the answer line, are not
+judged). It never sees an answer key: it checks the model's own arithmetic,
+like the paper's tool-augmented ORM.
+
+The host-side twin for text is ``tasks.parsing.check_step``; the two agree on
+every line (tested). Numbers longer than ``MAX_DIGITS`` digits are not
+judged, which keeps every product inside int32.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from alphallm.tokenizer import Tokenizer
+
+MAX_DIGITS = 4
+# Character classes of the state machine.
+_OPS = "+-*/"
+_EQ, _NL, _OTHER = 14, 15, 16   # digits are 0..9, ops 10..13
+
+
+def char_classes(tokenizer: Tokenizer) -> np.ndarray:
+  """``[V]`` class of every token id (a token must be one character to be a digit/op)."""
+  classes = np.full((tokenizer.vocab_size,), _OTHER, np.int32)
+  for i in range(tokenizer.vocab_size):
+    if i in (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id):
+      classes[i] = _NL  # special tokens begin or end a line
+      continue
+    text = tokenizer.decode([i])
+    if len(text) != 1:
+      continue
+    if text.isdigit() and text.isascii():
+      classes[i] = int(text)
+    elif text in _OPS:
+      classes[i] = 10 + _OPS.index(text)
+    elif text == "=":
+      classes[i] = _EQ
+    elif text == "\n":
+      classes[i] = _NL
+  return classes
+
+
+def _check(a, op, b, c):
+  """Is ``a op b == c`` (exact integer arithmetic; division only when exact)?"""
+  return jnp.select(
+      [op == 0, op == 1, op == 2, op == 3],
+      [a + b == c, a - b == c, a * b == c, (b != 0) & (a == b * c)], False)
+
+
+def count_wrong_steps(classes: Int[Array, "V"], tokens: Int[Array, "S"], mask: Bool[Array, "S"]
+                      ) -> tuple[Int[Array, ""], Int[Array, ""]]:
+  """``(steps_checked, steps_wrong)`` of one sequence."""
+  cls = jnp.where(mask, classes[tokens], _OTHER)
+  # Masked slots end a line, so a step cut off by padding is still judged.
+  cls = jnp.where(mask, cls, _NL)
+
+  # Carry: field (0: a, 1: b, 2: c), numbers, digit counts, op, line still well formed,
+  # and the totals.
+  def step(carry, c):
+    field, num, ndig, op, ok, checked, wrong = carry
+    is_digit = c < 10
+    is_op = (c >= 10) & (c < 14)
+    is_eq = c == _EQ
+    is_end = c == _NL
+    # Finish a line.
+    complete = ok & (field == 2) & (ndig[2] > 0)
+    judged = is_end & complete
+    checked = checked + judged.astype(jnp.int32)
+    wrong = wrong + (judged & ~_check(num[0], op, num[1], num[2])).astype(jnp.int32)
+    # Advance inside a line.
+    digit_ok = is_digit & (ndig[field] < MAX_DIGITS)
+    new_num = num.at[field].set(jnp.where(digit_ok, num[field] * 10 + c, num[field]))
+    new_ndig = ndig.at[field].set(ndig[field] + digit_ok.astype(jnp.int32))
+    op_ok = is_op & (field == 0) & (ndig[0] > 0)
+    eq_ok = is_eq & (field == 1) & (ndig[1] > 0)
+    new_ok = ok & (digit_ok | op_ok | eq_ok)
+    new_field = jnp.where(op_ok, 1, jnp.where(eq_ok, 2, field))
+    new_op = jnp.where(op_ok, c - 10, op)
+    zeros = jnp.zeros((3,), jnp.int32)
+    carry = (jnp.where(is_end, 0, new_field), jnp.where(is_end, zeros, new_num),
+             jnp.where(is_end, zeros, new_ndig), jnp.where(is_end, 0, new_op),
+             jnp.where(is_end, True, new_ok), checked, wrong)
+    return carry, None
+
+  init = (jnp.int32(0), jnp.zeros((3,), jnp.int32), jnp.zeros((3,), jnp.int32), jnp.int32(0),
+          jnp.bool_(True), jnp.int32(0), jnp.int32(0))
+  # A final end-of-line closes the last line.
+  cls = jnp.concatenate([cls, jnp.array([_NL], jnp.int32)])
+  carry, _ = jax.lax.scan(step, init, cls)
+  return carry[5], carry[6]
+
+
+def make_calculator_critic(tokenizer: Tokenizer):
+  """A jittable ``CriticFn``: 0.0 if any arithmetic step in the sequence is wrong, else 1.0.
+
+  Its ``params`` argument is ignored (a tool has none).
+  """
+  classes = jnp.asarray(char_classes(tokenizer))
+
+  def critic(params, tokens: Int[Array, "N S"], mask: Bool[Array, "N S"]) -> Float[Array, "N"]:
+    del params
+    _, wrong = jax.vmap(lambda t, m: count_wrong_steps(classes, t, m))(tokens, mask)
+    return (wrong == 0).astype(jnp.float32)
+
+  return critic
