@@ -57,17 +57,21 @@ def get_config() -> ml_collections.ConfigDict:
   c.critics.critic.train.batch_size = 64
   c.critics.critic.train.learning_rate = 2e-3
   c.critics.critic.train.checkpoint_every = 300
+  # Tool-augmented critics: an in-graph calculator zeroes the score of any state
+  # with a wrong arithmetic step (alphallm.tools; it never sees the answer key).
+  c.critics.calculator = True
 
   # eta-MCTS (alphallm.search.mcts.default_search_config documents every knob).
   c.search = default_search_config()
-  c.search.num_simulations = 16
-  c.search.num_actions = 4
+  c.search.num_simulations = 32
+  c.search.num_actions = 8
+  c.search.temperature = 1.5         # diverse candidate steps
   c.search.max_option_len = 12
   c.search.max_completion_len = 40
   c.search.weights.value = 0.0       # the policy's own value head is not trained here
   c.search.weights.prm = 1.0         # the value critic scores each state
   c.search.weights.orm = 1.0         # ... and finished solutions
-  c.search.answer_selection = "orm_vote"
+  c.search.answer_selection = "best_leaf"
 
   c.eval = ml_collections.ConfigDict(dict(
       methods=("greedy", "sampling", "self_consistency@8", "best_of@8", "mcts"),

@@ -14,7 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "experiments", "quickstart.py")
 
 
-def tiny_config():
+def tiny_config(rounds: int = 1):
+  """The quickstart's recipe at toy sizes: every phase runs, each in seconds."""
   sys.path.insert(0, os.path.join(ROOT, "experiments"))
   try:
     import quickstart  # pylint: disable=import-outside-toplevel
@@ -25,7 +26,18 @@ def tiny_config():
   c.data.num_demos, c.data.num_eval = 64, 24
   c.model.num_layers, c.model.embed_dim, c.model.mlp_dim = 1, 32, 64
   c.sft.steps, c.sft.batch_size, c.sft.checkpoint_every, c.sft.warmup_steps = 6, 8, 3, 1
-  c.eval.batch_size, c.eval.max_new_tokens = 16, 24
+  c.critics.num_problems, c.critics.num_calibration_problems = 16, 8
+  c.critics.critic.collect.batch_size = 32
+  c.critics.critic.train.steps, c.critics.critic.train.checkpoint_every = 4, 2
+  c.critics.critic.model = dict(num_layers=1, embed_dim=32, num_heads=4, num_kv_heads=2,
+                                head_dim=8, mlp_dim=64)
+  c.search.num_simulations, c.search.num_actions = 4, 2
+  c.eval.methods = ("greedy", "sampling", "self_consistency@2", "mcts")
+  c.eval.batch_size = c.eval.search_batch_size = 8
+  c.eval.max_new_tokens = 24
+  c.loop.rounds = rounds
+  c.loop.prompts_per_round, c.loop.search_batch_size = 12, 8
+  c.loop.sft.steps, c.loop.sft.checkpoint_every, c.loop.sft.batch_size = 4, 2, 8
   return c
 
 
@@ -34,13 +46,20 @@ def test_train_and_evaluate_writes_rows_and_resumes(tmp_path):
   out = experiment.train_and_evaluate(tiny_config(), workdir)
   rows = json.load(open(os.path.join(workdir, "results.json")))["rows"]
   assert rows == out["rows"]
-  assert {r["decoding"] for r in rows} == {"greedy", "sampling", "self_consistency@8", "best_of@8"}
+  methods = {"greedy", "sampling", "self_consistency@2", "mcts"}
+  assert {(r["round"], r["decoding"]) for r in rows} == {(k, m) for k in (0, 1) for m in methods}
   for r in rows:
     results_lib.validate_row(r)
-    assert r["round"] == 0 and r["num_problems"] == 24 and r["task"] == "arithmetic"
+    assert r["num_problems"] == 24 and r["task"] == "arithmetic"
     assert 0.0 <= r["accuracy"] <= 1.0
-    assert 1.0 < r["forward_passes_per_problem"] <= 25.0 * (8 if "@8" in r["decoding"] else 1)
-  assert "| arithmetic | 0 | greedy |" in open(os.path.join(workdir, "results.md")).read()
+    assert r["forward_passes_per_problem"] > 1.0
+  by_name = {r["decoding"]: r for r in rows if r["round"] == 0}
+  # Search costs more than one greedy decode per problem.
+  assert by_name["mcts"]["forward_passes_per_problem"] > by_name["greedy"][
+      "forward_passes_per_problem"]
+  assert "| arithmetic | 1 | mcts |" in open(os.path.join(workdir, "results.md")).read()
+  for name in ("metrics.jsonl", "critics.json", "round1/prompts.jsonl", "config.json"):
+    assert os.path.exists(os.path.join(workdir, name)), name
   # A rerun on the same workdir resumes: no retraining, no duplicate rows.
   again = experiment.train_and_evaluate(tiny_config(), workdir)
   assert again["rows"] == rows
