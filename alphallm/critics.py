@@ -72,7 +72,6 @@ import numpy as np
 import tqdm
 from jaxtyping import Array, Bool, Float, Int
 
-from alphallm import checkpoint
 from alphallm import data as data_lib
 from alphallm import model as model_lib
 from alphallm import sampling
@@ -624,75 +623,6 @@ def critic_dataset(kind: str, tokenizer: Tokenizer, critic_data: CriticData, seq
 # Training.
 
 
-@functools.lru_cache(maxsize=8)
-def _train_step(model_cfg: model_lib.TransformerConfig, train_cfg: CriticTrainConfig, mesh,
-                value_coef: float, policy_coef: float):
-  """``(optimizer, jitted step)``, shared by every run with the same settings.
-
-  The three critics of one config (and a resumed run) then compile one step.
-  """
-  optimizer = train.make_optimizer(train_cfg.learning_rate, train_cfg.steps,
-                                   train_cfg.warmup_steps, weight_decay=train_cfg.weight_decay,
-                                   grad_clip=train_cfg.grad_clip)
-  return optimizer, train.make_train_step(model_cfg, optimizer, mesh, value_coef=value_coef,
-                                          policy_coef=policy_coef)
-
-
-def run_value_training(train_cfg: CriticTrainConfig, model_cfg: model_lib.TransformerConfig,
-                       dataset: Mapping[str, np.ndarray], init_params, mesh, *,
-                       ckpt_dir: str | None, seed: int, value_coef: float, policy_coef: float,
-                       desc: str = "critic") -> tuple[Any, list[dict[str, float]]]:
-  """``experiment.run_sft``'s loop with both loss weights exposed.
-
-  Resumable from ``ckpt_dir`` (None: no checkpoints): the batch of step ``s``
-  is ``data.batch_at(dataset, batch, s, seed)``, so a resumed run reads the
-  batches an uninterrupted one would have. ``init_params`` are copied, never
-  donated, so they stay usable.
-
-  Returns:
-    The final parameters and the metrics of each step run in this call
-    (``step``, ``value_mse``, ``loss``, ``grad_norm``, ...).
-  """
-  optimizer, step_fn = _train_step(model_cfg, train_cfg, mesh, float(value_coef),
-                                   float(policy_coef))
-  # The step donates its state: train on a copy so the caller's parameters (the
-  # policy's, with a shared trunk) stay valid.
-  state = train.init_train_state(jax.tree.map(jnp.array, init_params), optimizer, seed)
-  ckpt = None
-  if ckpt_dir is not None:
-    ckpt = checkpoint.Checkpointer(ckpt_dir, max_to_keep=train_cfg.max_to_keep)
-    restored = ckpt.restore_latest(state)
-    if restored is not None:
-      step, state, _ = restored
-      log.info("%s: resuming from checkpoint step %d in %s", desc, step, ckpt_dir)
-  start = int(state.step)
-  history: list[dict[str, float]] = []
-  if start >= train_cfg.steps:
-    if ckpt is not None:
-      ckpt.close()
-    return state.params, history
-  state = train.replicate(state, mesh)
-  pending = []
-  bar = tqdm.tqdm(range(start, train_cfg.steps), desc=desc, initial=start,
-                  total=train_cfg.steps, disable=None)
-  for step in bar:
-    batch = train.shard_batch(data_lib.batch_at(dict(dataset), train_cfg.batch_size, step, seed),
-                              mesh)
-    state, metrics = step_fn(state, batch)
-    pending.append((step + 1, metrics))
-    if (step + 1) % train_cfg.checkpoint_every == 0 or step + 1 == train_cfg.steps:
-      for s, m in jax.device_get(pending):
-        history.append({"step": s, **{k: float(v) for k, v in m.items()}})
-      pending = []
-      train.check_finite(history[-1], step)
-      bar.set_postfix(value_mse=f"{history[-1].get('value_mse', float('nan')):.4f}")
-      if ckpt is not None:
-        ckpt.save(step + 1, state, {"phase": desc})
-  if ckpt is not None:
-    ckpt.close()
-  return state.params, history
-
-
 def train_critic(critic: Critic, dataset: Mapping[str, np.ndarray],
                  train_cfg: CriticTrainConfig | Any, mesh, *, ckpt_dir: str | None = None,
                  seed: int = 0, desc: str | None = None
@@ -717,8 +647,8 @@ def train_critic(critic: Critic, dataset: Mapping[str, np.ndarray],
     d = dict(train_cfg.to_dict() if isinstance(train_cfg, ml_collections.ConfigDict)
              else train_cfg)
     train_cfg = CriticTrainConfig(**d)
-  params, history = run_value_training(
-      train_cfg, critic.config, dataset, critic.params, mesh, ckpt_dir=ckpt_dir, seed=seed,
+  params, history = train.fit(
+      train_cfg, critic.config, dict(dataset), critic.params, mesh, ckpt_dir=ckpt_dir, seed=seed,
       value_coef=1.0, policy_coef=_policy_coef(train_cfg, critic.shared_trunk),
       desc=desc or f"critic {critic.kind}")
   return dataclasses.replace(critic, params=params), history

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import zlib
 from typing import Any
 
 import jax
@@ -19,18 +18,15 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from alphallm import checkpoint
-from alphallm import data
 from alphallm import decoding
 from alphallm import evaluation
 from alphallm import io_utils
 from alphallm import metrics as metrics_lib
 from alphallm import model as model_lib
-from alphallm import results as results_lib
 from alphallm import train
 from alphallm import workdir as workdir_lib
-from alphallm.tasks import Problem, Task, get_task, make_splits
-from alphallm.tokenizer import CharTokenizer, Tokenizer
+from alphallm.tasks import Problem, Task, get_task
+from alphallm.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -84,47 +80,11 @@ def build_model_config(config, tokenizer: Tokenizer) -> model_lib.TransformerCon
 def run_sft(sft_cfg, model_cfg: model_lib.TransformerConfig, dataset: dict[str, np.ndarray],
             init_params, mesh, ckpt_dir: str, seed: int, desc: str = "sft",
             writer: metrics_lib.MetricWriter | None = None):
-  """Supervised fine-tuning, resumable from ``ckpt_dir``. Returns the parameters.
-
-  The batch of step ``s`` is ``data.batch_at(dataset, batch, s, seed)``, so a
-  resumed run sees the same batches as an uninterrupted one.
-  """
-  optimizer = train.make_optimizer(
-      sft_cfg.learning_rate, sft_cfg.steps, sft_cfg.warmup_steps,
-      weight_decay=sft_cfg.weight_decay, grad_clip=sft_cfg.grad_clip)
-  state = train.init_train_state(init_params, optimizer, seed)
-  ckpt = checkpoint.Checkpointer(ckpt_dir, max_to_keep=sft_cfg.get("max_to_keep", 2))
-  restored = ckpt.restore_latest(state)
-  if restored is not None:
-    step, state, _ = restored
-    log.info("%s: resuming from checkpoint step %d in %s", desc, step, ckpt_dir)
-  start = int(state.step)
-  if start >= sft_cfg.steps:
-    ckpt.close()
-    return state.params
-  step_fn = train.make_train_step(model_cfg, optimizer, mesh, value_coef=sft_cfg.value_coef)
-  state = train.replicate(state, mesh)
-  every, log_every = sft_cfg.checkpoint_every, sft_cfg.get("log_every", 50)
-  bar = tqdm.tqdm(range(start, sft_cfg.steps), desc=desc, initial=start, total=sft_cfg.steps,
-                  disable=None)
-  for step in bar:
-    batch = train.shard_batch(data.batch_at(dataset, sft_cfg.batch_size, step, seed), mesh)
-    state, metrics = step_fn(state, batch)
-    last = step + 1 == sft_cfg.steps
-    if (step + 1) % log_every == 0 or (step + 1) % every == 0 or last:
-      metrics = jax.device_get(metrics)
-      # Checked before any save, so the last checkpoint on disk stays a good one.
-      train.check_finite(metrics, step)
-      bar.set_postfix(loss=f"{float(metrics['loss']):.3f}",
-                      acc=f"{float(metrics['token_accuracy']):.3f}")
-      if writer is not None:
-        writer.write(desc, step + 1, metrics)
-    if (step + 1) % every == 0 or last:
-      ckpt.save(step + 1, state, {"phase": desc})
-      if writer is not None:
-        writer.flush()
-  ckpt.close()
-  return state.params
+  """Supervised fine-tuning of the policy (``train.fit``), resumable. Returns the parameters."""
+  params, _ = train.fit(sft_cfg, model_cfg, dataset, init_params, mesh, seed=seed,
+                        ckpt_dir=ckpt_dir, value_coef=sft_cfg.value_coef, policy_coef=1.0,
+                        desc=desc, writer=writer)
+  return params
 
 
 # Methods named "NAME@N" draw N samples and choose one on the host with a selector.

@@ -407,7 +407,7 @@ def improve_round(ctx: Context, round_: int, prev_params) -> Any:
   """SFT from the previous round's policy on the kept trajectories."""
   lc, task = ctx.config.loop, ctx.task
   rounds = range(1, round_ + 1) if lc.cumulative else [round_]
-  prompts, completions, weights = [], [], []
+  prompts, completions = [], []
   for r in rounds:
     for rec in ctx.store.records(r):
       if rec["final"]["kept"]:

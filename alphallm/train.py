@@ -164,3 +164,83 @@ def check_finite(metrics: dict[str, Any], step: int) -> None:
     if not np.isfinite(value):
       raise NonFiniteLossError(f"{key} is {value} at training step {step}; "
                                "stopping before the state is checkpointed")
+
+
+# ---------------------------------------------------------------------------
+# The host loop shared by SFT of the policy and regression of the critics.
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(config: model_lib.TransformerConfig, hparams: tuple, mesh: Mesh,
+              value_coef: float, policy_coef: float):
+  """``(optimizer, jitted step)``, shared by every run with equal settings."""
+  lr, steps, warmup, weight_decay, grad_clip, end_lr = hparams
+  optimizer = make_optimizer(lr, steps, warmup, end_learning_rate=end_lr,
+                             weight_decay=weight_decay, grad_clip=grad_clip)
+  return optimizer, make_train_step(config, optimizer, mesh, value_coef=value_coef,
+                                    policy_coef=policy_coef)
+
+
+def fit(cfg: Any, config: model_lib.TransformerConfig, dataset: dict[str, np.ndarray],
+        init_params, mesh: Mesh, *, seed: int, ckpt_dir: str | None, value_coef: float = 0.0,
+        policy_coef: float = 1.0, desc: str = "train", writer=None
+        ) -> tuple[Any, list[dict[str, float]]]:
+  """Trains for ``cfg.steps`` steps, resumable from ``ckpt_dir``.
+
+  ``cfg`` has ``steps, batch_size, learning_rate, warmup_steps, weight_decay,
+  grad_clip, checkpoint_every`` and optionally ``max_to_keep, log_every,
+  end_learning_rate`` (an SFT ConfigDict or ``critics.CriticTrainConfig``).
+  The batch of step ``s`` is ``data.batch_at(dataset, batch_size, s, seed)``,
+  so a resumed run reads exactly the batches an uninterrupted one would.
+  Losses are checked for NaN/Inf before every save, so the newest checkpoint
+  is always a good one. ``init_params`` are copied, never donated.
+
+  Returns:
+    The final parameters and the metrics of the steps logged in this call.
+  """
+  # Imported here: checkpoint and data are host-side concerns of this loop only.
+  from alphallm import checkpoint  # pylint: disable=import-outside-toplevel
+  from alphallm import data  # pylint: disable=import-outside-toplevel
+  import tqdm  # pylint: disable=import-outside-toplevel
+
+  get = cfg.get if hasattr(cfg, "get") else lambda k, d=None: getattr(cfg, k, d)
+  end_lr = get("end_learning_rate", None)
+  hparams = (float(cfg.learning_rate), int(cfg.steps), int(cfg.warmup_steps),
+             float(cfg.weight_decay), float(cfg.grad_clip),
+             None if end_lr is None or end_lr < 0 else float(end_lr))
+  optimizer, step_fn = _compiled(config, hparams, mesh, float(value_coef), float(policy_coef))
+  state = init_train_state(jax.tree.map(jnp.array, init_params), optimizer, seed)
+  ckpt = None
+  if ckpt_dir is not None:
+    ckpt = checkpoint.Checkpointer(ckpt_dir, max_to_keep=get("max_to_keep", 2))
+    restored = ckpt.restore_latest(state)
+    if restored is not None:
+      state = restored[1]
+  history: list[dict[str, float]] = []
+  start, steps = int(state.step), int(cfg.steps)
+  every, log_every = int(cfg.checkpoint_every), int(get("log_every", 50) or 50)
+  if start < steps:
+    state = replicate(state, mesh)
+    pending = []  # device-side metrics, fetched in bulk to keep the host out of the loop
+    bar = tqdm.tqdm(range(start, steps), desc=desc, initial=start, total=steps, disable=None)
+    for step in bar:
+      batch = shard_batch(data.batch_at(dataset, int(cfg.batch_size), step, seed), mesh)
+      state, metrics = step_fn(state, batch)
+      pending.append((step + 1, metrics))
+      last = step + 1 == steps
+      if (step + 1) % log_every == 0 or (step + 1) % every == 0 or last:
+        for s, m in jax.device_get(pending):
+          history.append({"step": s, **{k: float(v) for k, v in m.items()}})
+          check_finite(history[-1], s - 1)
+        pending = []
+        record = history[-1]
+        bar.set_postfix({k: f"{record[k]:.3f}" for k in ("loss", "value_mse") if k in record})
+        if writer is not None:
+          writer.write(desc, step + 1, {k: v for k, v in record.items() if k != "step"})
+      if ckpt is not None and ((step + 1) % every == 0 or last):
+        ckpt.save(step + 1, state, {"phase": desc})
+        if writer is not None:
+          writer.flush()
+  if ckpt is not None:
+    ckpt.close()
+  return state.params, history
