@@ -38,7 +38,14 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, meta: dict[str, Any] | None = None) -> None:
-    """Saves ``state`` (any pytree of arrays) and ``meta`` at ``step``, blocking."""
+    """Saves ``state`` (any pytree of arrays) and ``meta`` at ``step``, blocking.
+
+    A step that already exists (an unreadable one that ``restore_latest``
+    skipped, now being redone) is replaced.
+    """
+    if step in self._manager.all_steps():
+      log.warning("replacing existing checkpoint step %d in %s", step, self.directory)
+      self._manager.delete(step)
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {})), force=True)
     self._manager.wait_until_finished()

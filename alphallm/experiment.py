@@ -52,7 +52,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                "eval.max_new_tokens"):
     positive(path)
   positive("sft.warmup_steps", allow_zero=True)
+  positive("sft.checkpoint_every")
   positive("eval.temperature", allow_zero=True)
+  if "loop" in config:
+    positive("loop.rounds", allow_zero=True)
+    if config.loop.rounds:
+      for path in ("loop.prompts_per_round", "loop.search_batch_size", "loop.sft.steps",
+                   "loop.sft.batch_size", "loop.sft.learning_rate", "loop.sft.checkpoint_every"):
+        positive(path)
+    if not 0.0 <= config.loop.gamma <= 1.0:
+      raise ValueError(f"config.loop.gamma must be in [0, 1], got {config.loop.gamma!r}")
+  if "search_batch_size" in config.eval:
+    positive("eval.search_batch_size")
   n = num_devices(config)
   if config.sft.batch_size % n:
     raise ValueError(f"config.sft.batch_size={config.sft.batch_size} must be divisible by the "

@@ -238,9 +238,9 @@ def fit(cfg: Any, config: model_lib.TransformerConfig, dataset: dict[str, np.nda
         if writer is not None:
           writer.write(desc, step + 1, {k: v for k, v in record.items() if k != "step"})
       if ckpt is not None and ((step + 1) % every == 0 or last):
-        ckpt.save(step + 1, state, {"phase": desc})
         if writer is not None:
-          writer.flush()
+          writer.flush()  # metrics first: a crash after the save must not lose them
+        ckpt.save(step + 1, state, {"phase": desc})
   if ckpt is not None:
     ckpt.close()
   return state.params, history
