@@ -47,6 +47,7 @@ from alphallm import imagination
 from alphallm import io_utils
 from alphallm import metrics as metrics_lib
 from alphallm import model as model_lib
+from alphallm import plots
 from alphallm import results as results_lib
 from alphallm import sampling
 from alphallm import tools
@@ -496,6 +497,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     evaluate_round(ctx, k, params, critics)
     _round_summary(ctx, k)
   ctx.writer.close()
+  plots.write_plots(workdir)  # accuracy vs round and vs forward passes, linked from results.md
   return {"rows": ctx.results.rows}
 
 
