@@ -1,9 +1,9 @@
 """``train_and_evaluate(config, workdir)``: the experiment behind ``alphallm.main``.
 
-Round 0 of the recipe: warm-start SFT of the policy on a small demonstration
-set, then evaluation of the decoding methods on the held-out split. Every
-phase is resumable: rerunning the same command on the same workdir continues
-from the last checkpoint and skips the rows already in ``results.json``.
+It validates the config, locks the workdir and runs the self-improvement loop
+(``alphallm.loop``). This module also holds the pieces the loop builds on:
+config validation, task and model construction, SFT (``run_sft``) and the
+baseline decoding methods named in ``config.eval.methods``.
 """
 
 from __future__ import annotations
