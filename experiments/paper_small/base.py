@@ -1,5 +1,9 @@
 """The paper-small recipe: the quickstart loop, evaluated for Tables 2, 3 and 7.
 
+Run (three seeds, writes DIR/results.md, results.json and plots/):
+
+  python -m alphallm.paper_small --workdir=/tmp/alphallm_paper_small --seeds=0,1,2
+
 ``get_config(seed)`` is ``experiments/quickstart.py`` with that seed and the
 loop's per-round evaluation reduced to greedy decoding and eta-MCTS (Table
 2); the other decoding methods are evaluated once, on the round-0 policy, by
