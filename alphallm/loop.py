@@ -369,7 +369,8 @@ def _search_shard(ctx: Context, round_: int, shard: int, params, search, crit_pa
   prompts = [task.prompt(p) for p in problems]
   padded = prompts + [prompts[0]] * (lc.search_batch_size - len(prompts))
   ids, mask = sampling.encode_prompts(tok, padded, length=ctx.prompt_len)
-  out = search(params, ids, mask, ctx.rng("search", round_, shard), crit_params)
+  # Same argument list as the decoder's call, so the compiled search is reused.
+  out = search(params, ids, mask, ctx.rng("search", round_, shard), crit_params, None)
   t = selection.TreeArrays(out)
   nodes = selection.select_nodes(t, lc.select, tokenizer=tok, extract_answer=task.extract_answer)
   tokens, lengths, terminal = selection.node_completions(t, nodes)
@@ -497,7 +498,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     evaluate_round(ctx, k, params, critics)
     _round_summary(ctx, k)
   ctx.writer.close()
-  plots.write_plots(workdir)  # accuracy vs round and vs forward passes, linked from results.md
+  if ctx.results.rows:  # accuracy vs round and vs forward passes, linked from results.md
+    plots.write_plots(workdir)
   return {"rows": ctx.results.rows}
 
 

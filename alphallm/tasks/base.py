@@ -114,6 +114,11 @@ def make_splits(task: Task, seed: int, num_train: int, num_eval: int
   if num_eval < 0 or num_train < 0:
     raise ValueError(f"split sizes must be >= 0, got num_train={num_train}, num_eval={num_eval}")
   eval_problems = _unique(task.generate(seed * 2 + 1, num_eval))
+  for attempt in range(1, 21):  # Top up what deduplication removed.
+    if len(eval_problems) >= num_eval:
+      break
+    extra = task.generate(seed * 2 + 1 + 1000 * attempt + 500, num_eval)
+    eval_problems = _unique(eval_problems + extra)[:num_eval]
   if len(eval_problems) < num_eval:
     raise ValueError(
         f"task {task.name!r} produced only {len(eval_problems)} distinct eval problems "
