@@ -782,18 +782,20 @@ def check_annotation(body: str) -> bool | None:
   return target in (truncated, rounded)
 
 
-def check_arithmetic(completion: str, delimiter: str = "\n") -> tuple[int, int]:
+def check_arithmetic(completion: str, delimiter: str = "\n", strict: bool = False
+                     ) -> tuple[int, int]:
   """``(checked, wrong)``: calculations found in ``completion`` and how many are wrong.
 
   Each line (split on ``delimiter``) that is a step ``a<op>b=c`` is checked
-  with ``parsing.check_step``; every GSM8K annotation ``<<expr=result>>`` in
+  with ``parsing.check_step_line`` (``strict``: a line that starts with a digit
+  must be a well-formed step); every GSM8K annotation ``<<expr=result>>`` in
   a line with ``check_annotation``. Anything else is not a calculation.
   Callers bound the input (``tool_orm_score`` reads at most
   ``MAX_TOOL_CHARS``); every regex has bounded quantifiers.
   """
   checked = wrong = 0
   for line in completion.split(delimiter):
-    results = [parsing.check_step(line)]
+    results = [parsing.check_step_line(line, strict)]
     if "<<" in line:
       results += [check_annotation(m.group(1)) for m in _ANNOTATION_RE.finditer(line)]
     for r in results:
@@ -807,7 +809,8 @@ def tool_orm_score(task: Task, completion: str, learned_score: float | None = No
   """Tool-augmented ORM: 0 if any calculation is wrong, else the learned ORM.
 
   The calculator (``check_arithmetic``: step lines ``a op b = c`` and GSM8K
-  ``<<expr=result>>`` annotations, exact arithmetic, never eval) vetoes a
+  ``<<expr=result>>`` annotations, exact arithmetic, never eval; strict for
+  tasks with ``equation_steps``) vetoes a
   solution with any wrong calculation: score 0.0. Otherwise the score is
   ``learned_score`` (the learned ORM's score, clipped to ``[0, 1]``), or 1.0
   without one (calculator only). A solution with no checkable calculation
@@ -816,7 +819,7 @@ def tool_orm_score(task: Task, completion: str, learned_score: float | None = No
   """
   if not isinstance(completion, str) or len(completion) > MAX_TOOL_CHARS:
     return 0.0
-  _, wrong = check_arithmetic(completion, task.step_delimiter)
+  _, wrong = check_arithmetic(completion, task.step_delimiter, task.equation_steps)
   if wrong:
     return 0.0
   if learned_score is None:

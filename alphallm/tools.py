@@ -10,9 +10,15 @@ text, no eval. A sequence scores 0.0 if any step is wrong and 1.0 otherwise
 judged). It never sees an answer key: it checks the model's own arithmetic,
 like the paper's tool-augmented ORM.
 
-The host-side twin for text is ``tasks.parsing.check_step``; the two agree on
-every line (tested). Numbers longer than ``MAX_DIGITS`` digits are not
-judged, which keeps every product inside int32.
+With ``strict`` (the default; for tasks whose solution lines are equation
+steps, ``Task.equation_steps``) a line that starts with a digit is an
+attempted step, and one that is not a well-formed ``a<op>b=c`` (``21*4=2C2``,
+``16*5=``) counts as wrong: otherwise a search guided by the calculator learns
+to write malformed steps, which nothing judges.
+
+The host-side twin for text is ``tasks.parsing.check_step_line``; the two
+agree on every line (tested). Numbers longer than ``MAX_DIGITS`` digits are
+not judged, which keeps every product inside int32.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+from alphallm.tasks import parsing
 from alphallm.tokenizer import Tokenizer
 
-MAX_DIGITS = 4
+MAX_DIGITS = parsing.CALCULATOR_MAX_DIGITS
 # Character classes of the state machine.
 _OPS = "+-*/"
 _EQ, _NL, _OTHER = 14, 15, 16   # digits are 0..9, ops 10..13
@@ -58,28 +65,31 @@ def _check(a, op, b, c):
       [a + b == c, a - b == c, a * b == c, (b != 0) & (a == b * c)], False)
 
 
-def count_wrong_steps(classes: Int[Array, "V"], tokens: Int[Array, "S"], mask: Bool[Array, "S"]
-                      ) -> tuple[Int[Array, ""], Int[Array, ""]]:
-  """``(steps_checked, steps_wrong)`` of one sequence."""
+def count_wrong_steps(classes: Int[Array, "V"], tokens: Int[Array, "S"], mask: Bool[Array, "S"],
+                      strict: bool = True) -> tuple[Int[Array, ""], Int[Array, ""]]:
+  """``(steps_checked, steps_wrong)`` of one sequence (``strict``: see the module doc)."""
   cls = jnp.where(mask, classes[tokens], _OTHER)
   # Masked slots end a line, so a step cut off by padding is still judged.
   cls = jnp.where(mask, cls, _NL)
 
-  # Carry: field (0: a, 1: b, 2: c), numbers, digit counts, op, line still well formed,
-  # and the totals.
+  # Carry: field (0: a, 1: b, 2: c), numbers, digit counts, op, line still well
+  # formed, line started with a digit, at a line start, a number overflowed while
+  # the line was well formed, and the totals.
   def step(carry, c):
-    field, num, ndig, op, ok, checked, wrong = carry
+    field, num, ndig, op, ok, started, fresh, overflow, checked, wrong = carry
     is_digit = c < 10
     is_op = (c >= 10) & (c < 14)
     is_eq = c == _EQ
     is_end = c == _NL
     # Finish a line.
     complete = ok & (field == 2) & (ndig[2] > 0)
-    judged = is_end & complete
+    judged = is_end & (complete | (strict & started & ~overflow))
+    correct = complete & _check(num[0], op, num[1], num[2])
     checked = checked + judged.astype(jnp.int32)
-    wrong = wrong + (judged & ~_check(num[0], op, num[1], num[2])).astype(jnp.int32)
+    wrong = wrong + (judged & ~correct).astype(jnp.int32)
     # Advance inside a line.
     digit_ok = is_digit & (ndig[field] < MAX_DIGITS)
+    overflow = overflow | (ok & is_digit & ~digit_ok)
     new_num = num.at[field].set(jnp.where(digit_ok, num[field] * 10 + c, num[field]))
     new_ndig = ndig.at[field].set(ndig[field] + digit_ok.astype(jnp.int32))
     op_ok = is_op & (field == 0) & (ndig[0] > 0)
@@ -87,30 +97,35 @@ def count_wrong_steps(classes: Int[Array, "V"], tokens: Int[Array, "S"], mask: B
     new_ok = ok & (digit_ok | op_ok | eq_ok)
     new_field = jnp.where(op_ok, 1, jnp.where(eq_ok, 2, field))
     new_op = jnp.where(op_ok, c - 10, op)
+    started = jnp.where(fresh, is_digit, started)
     zeros = jnp.zeros((3,), jnp.int32)
+    false = jnp.bool_(False)
     carry = (jnp.where(is_end, 0, new_field), jnp.where(is_end, zeros, new_num),
              jnp.where(is_end, zeros, new_ndig), jnp.where(is_end, 0, new_op),
-             jnp.where(is_end, True, new_ok), checked, wrong)
+             jnp.where(is_end, True, new_ok), jnp.where(is_end, false, started), is_end,
+             jnp.where(is_end, false, overflow), checked, wrong)
     return carry, None
 
   init = (jnp.int32(0), jnp.zeros((3,), jnp.int32), jnp.zeros((3,), jnp.int32), jnp.int32(0),
-          jnp.bool_(True), jnp.int32(0), jnp.int32(0))
+          jnp.bool_(True), jnp.bool_(False), jnp.bool_(True), jnp.bool_(False), jnp.int32(0),
+          jnp.int32(0))
   # A final end-of-line closes the last line.
   cls = jnp.concatenate([cls, jnp.array([_NL], jnp.int32)])
   carry, _ = jax.lax.scan(step, init, cls)
-  return carry[5], carry[6]
+  return carry[8], carry[9]
 
 
-def make_calculator_critic(tokenizer: Tokenizer):
+def make_calculator_critic(tokenizer: Tokenizer, strict: bool = True):
   """A jittable ``CriticFn``: 0.0 if any arithmetic step in the sequence is wrong, else 1.0.
 
-  Its ``params`` argument is ignored (a tool has none).
+  Its ``params`` argument is ignored (a tool has none). ``strict``: lines that
+  start with a digit must be well-formed steps (see the module doc).
   """
   classes = jnp.asarray(char_classes(tokenizer))
 
   def critic(params, tokens: Int[Array, "N S"], mask: Bool[Array, "N S"]) -> Float[Array, "N"]:
     del params
-    _, wrong = jax.vmap(lambda t, m: count_wrong_steps(classes, t, m))(tokens, mask)
+    _, wrong = jax.vmap(lambda t, m: count_wrong_steps(classes, t, m, strict))(tokens, mask)
     return (wrong == 0).astype(jnp.float32)
 
   return critic

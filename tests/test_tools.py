@@ -1,5 +1,6 @@
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from alphallm import tools
@@ -8,16 +9,17 @@ from alphallm.tokenizer import CharTokenizer
 
 TOK = CharTokenizer()
 CRITIC = tools.make_calculator_critic(TOK)
+LENIENT = tools.make_calculator_critic(TOK, strict=False)
 
 
-def _score(texts, length=64):
+def _score(texts, length=64, critic=CRITIC):
   ids = np.zeros((len(texts), length), np.int32)
   mask = np.zeros((len(texts), length), bool)
   for i, t in enumerate(texts):
     e = [TOK.bos_id] + TOK.encode(t)
     ids[i, :len(e)] = e
     mask[i, :len(e)] = True
-  return np.asarray(CRITIC(None, jnp.asarray(ids), jnp.asarray(mask)))
+  return np.asarray(critic(None, jnp.asarray(ids), jnp.asarray(mask)))
 
 
 @settings(max_examples=200, deadline=None)
@@ -46,4 +48,49 @@ def test_non_steps_and_overlong_numbers_are_not_judged():
   assert _score(["8/3=2\n"])[0] == 0.0          # inexact division is wrong
   assert _score(["1+2=3"])[0] == 1.0            # a final line without newline is judged
   assert _score(["1+2=4"])[0] == 0.0
-  assert _score(["1+2=3\n1+2="])[0] == 1.0      # an unfinished step is not judged
+  assert _score(["1+2=3\n1+2="], critic=LENIENT)[0] == 1.0   # lenient: an unfinished step
+  assert _score(["1+2=3\n1+2="])[0] == 0.0                    # is not judged; strict: wrong
+
+
+# Lines a search at high temperature really wrote (strict mode judges them wrong).
+MALFORMED = ["21*4=2C2", "16*5=", "22-7-72", "6*9=(1", "7-9=6*9", "6", "7-9=-2", "1+2=3 ",
+             "12+3=15=15", "1++2=3", "3*7=21 "]
+
+
+@pytest.mark.parametrize("line", MALFORMED)
+def test_strict_judges_malformed_step_lines_wrong(line):
+  text = f"Q: 3*7\n3*7=21\n{line}\nA: 1"
+  assert parsing.check_step_line(line, strict=True) is False
+  assert _score([text])[0] == 0.0
+  assert _score([text], critic=LENIENT)[0] == float(
+      parsing.check_step_line(line, strict=False) is not False)
+
+
+@pytest.mark.parametrize("line,expected", [
+    ("12345+1=2", None), ("1+23456=2", None), ("1+2=34567", None),  # overflow: not judged
+    ("A: 12", None), ("Q: 1+1=3", None), ("", None), (" 1+1=2", True), ("hello 1+1=3", None),
+    ("\u0667+5=12", None), ("1+1=2", True), ("9/3=3", True), ("9/2=4", False),
+])
+def test_strict_line_judgement(line, expected):
+  assert parsing.check_step_line(line, strict=True) is expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789+-*/= xA:", max_size=14))
+def test_strict_twin_agrees_with_host_on_any_line(line):
+  """The in-graph machine and ``parsing.check_step_line`` agree, strict and lenient."""
+  for strict, critic in ((True, CRITIC), (False, LENIENT)):
+    host = parsing.check_step_line(line, strict=strict)
+    if host is None and line[:1] == " ":
+      continue  # parse_step tolerates spaces; the in-graph machine does not judge them
+    assert _score([f"Q: x\n{line}\nA: 1"], critic=critic)[0] == float(host is not False), (
+        line, strict, host)
+
+
+def test_tool_orm_is_strict_for_equation_step_tasks():
+  from alphallm import critics
+  arith, gsm = get_task("arithmetic"), get_task("countdown")
+  assert arith.equation_steps and gsm.equation_steps
+  assert critics.tool_orm_score(arith, "3*7=21\n21*4=2C2\nA: 22") == 0.0
+  assert critics.tool_orm_score(arith, "3*7=21\n21*4=84\nA: 84") == 1.0
+  assert critics.check_arithmetic("3*7=21\n21*4=2C2\nA: 22", strict=False) == (1, 0)

@@ -48,6 +48,7 @@ class ArithmeticTask(Task):
   """
 
   name = "arithmetic"
+  equation_steps = True
 
   def __init__(self, min_ops: int = 2, max_ops: int = 4, max_operand: int = 9,
                ops: str = "+-*", max_value: int = 99):

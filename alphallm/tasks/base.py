@@ -71,6 +71,10 @@ class Task(abc.ABC):
   step_delimiter: ClassVar[str] = "\n"
   # The final answer line starts with this.
   answer_prefix: ClassVar[str] = "A: "
+  # True when every solution line that starts with a digit is an unsigned
+  # equation step ``a<op>b=c``: the calculator then judges such a line that is
+  # not well formed as a wrong step (``parsing.check_step_line``).
+  equation_steps: ClassVar[bool] = False
 
   @abc.abstractmethod
   def generate(self, seed: int, num: int) -> list[Problem]:
@@ -104,24 +108,34 @@ class Task(abc.ABC):
     return parts
 
 
-def make_splits(task: Task, seed: int, num_train: int, num_eval: int
-                ) -> tuple[list[Problem], list[Problem]]:
+def make_splits(task: Task, seed: int, num_train: int, num_eval: int,
+                eval_task: Task | None = None) -> tuple[list[Problem], list[Problem]]:
   """Disjoint train and held-out eval problems (no question in both).
 
   The eval split is generated first from its own seed stream, and train
   problems whose question appears in it are dropped and replaced.
+
+  Args:
+    task: the task train problems are drawn from.
+    seed: the experiment seed.
+    num_train: train problems wanted.
+    num_eval: eval problems wanted.
+    eval_task: the task eval problems are drawn from, e.g. GSM8K's test split
+      when ``task`` reads its train split; default ``task`` itself (both
+      splits from one generator, as the synthetic tasks do).
   """
   if num_eval < 0 or num_train < 0:
     raise ValueError(f"split sizes must be >= 0, got num_train={num_train}, num_eval={num_eval}")
-  eval_problems = _unique(task.generate(seed * 2 + 1, num_eval))
+  source = task if eval_task is None else eval_task
+  eval_problems = _unique(source.generate(seed * 2 + 1, num_eval))
   for attempt in range(1, 21):  # Top up what deduplication removed.
     if len(eval_problems) >= num_eval:
       break
-    extra = task.generate(seed * 2 + 1 + 1000 * attempt + 500, num_eval)
+    extra = source.generate(seed * 2 + 1 + 1000 * attempt + 500, num_eval)
     eval_problems = _unique(eval_problems + extra)[:num_eval]
   if len(eval_problems) < num_eval:
     raise ValueError(
-        f"task {task.name!r} produced only {len(eval_problems)} distinct eval problems "
+        f"task {source.name!r} produced only {len(eval_problems)} distinct eval problems "
         f"of {num_eval} asked for: raise its difficulty knobs or lower the split size")
   held_out = {p.question for p in eval_problems}
   train: list[Problem] = []

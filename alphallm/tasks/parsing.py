@@ -34,6 +34,11 @@ _STEP_RE = re.compile(
     rf"{_SP}({_INT_RE}){_SP}([-+*/]){_SP}({_INT_RE}){_SP}={_SP}({_INT_RE}){_SP}",
     re.ASCII)
 _INT_CACHE: dict[int, re.Pattern[str]] = {}
+# Strict equation lines (``check_step_line``): unsigned, no spaces, numbers of at
+# most CALCULATOR_MAX_DIGITS digits (the in-graph calculator's int32 bound).
+CALCULATOR_MAX_DIGITS = 4
+_STEP_PREFIX_RE = re.compile(r"([0-9]+)(?:[-+*/](?:([0-9]+)(?:=([0-9]*))?)?)?", re.ASCII)
+_COMPACT_STEP_RE = re.compile(r"([0-9]{1,4})([-+*/])([0-9]{1,4})=([0-9]{1,4})", re.ASCII)
 
 
 def _int_pattern(max_digits: int) -> re.Pattern[str]:
@@ -124,6 +129,33 @@ def check_step(line: object) -> bool | None:
   a, op, b, c = step
   result = apply_op(a, op, b)
   return result is not None and result == c
+
+
+def check_step_line(line: object, strict: bool = False) -> bool | None:
+  """The calculator's judgement of one solution line.
+
+  Without ``strict`` this is ``check_step``. With ``strict`` (tasks whose
+  solution lines are equation steps, ``Task.equation_steps``) a line that
+  starts with an ASCII digit is an attempted step: it must be a compact
+  unsigned ``a<op>b=c`` with a correct result, anything else (``21*4=2C2``,
+  ``16*5=``, ``22-7-72``) is a wrong step (False). Such a line whose
+  well-formed prefix has a number longer than ``CALCULATOR_MAX_DIGITS``
+  digits is not judged (None), like other lines. This is the host twin of
+  ``alphallm.tools.count_wrong_steps`` (they agree on every line; tested).
+  """
+  if not strict or not isinstance(line, str) or not line[:1].isdigit() or not line[0].isascii():
+    return check_step(line)
+  prefix = _STEP_PREFIX_RE.match(line[:4 * CALCULATOR_MAX_DIGITS])
+  if any(g is not None and len(g) > CALCULATOR_MAX_DIGITS for g in prefix.groups()):
+    return None
+  if len(line) > MAX_LINE_CHARS:
+    return False
+  m = _COMPACT_STEP_RE.fullmatch(line)
+  if m is None:
+    return False
+  a, op, b, c = m.groups()
+  result = apply_op(int(a), op, int(b))
+  return result is not None and result == int(c)
 
 
 def format_step(a: int, op: str, b: int, c: int) -> str:
