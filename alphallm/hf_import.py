@@ -484,9 +484,21 @@ def value_head_params(config: TransformerConfig, seed: int = 0,
   return {"kernel": kernel.astype(dt), "bias": np.zeros((1,), dt)}
 
 
+def _truncate_vocab(plan: Mapping[str, _Target], vocab_size: int) -> dict[str, _Target]:
+  """The plan with ``embed_tokens`` / ``lm_head`` cut to their first ``vocab_size`` rows."""
+  out = dict(plan)
+  for name in ("model.embed_tokens.weight", "lm_head.weight"):
+    if name in out:
+      t = out[name]
+      out[name] = dataclasses.replace(
+          t, transform=lambda x, f=t.transform: f(x[:vocab_size]))  # HF layout [V, D]
+  return out
+
+
 def load_hf_checkpoint(path: str, dtype: str = "float32", *, param_dtype: str | None = None,
                        sharding: ShardingSpec = None, value_head_seed: int = 0,
-                       value_head_scale: float = 0.0) -> tuple[TransformerConfig, dict]:
+                       value_head_scale: float = 0.0, vocab_size: int | None = None
+                       ) -> tuple[TransformerConfig, dict]:
   """Loads a local HF Llama/Qwen2 checkpoint as ``(config, params)``.
 
   Args:
@@ -501,6 +513,12 @@ def load_hf_checkpoint(path: str, dtype: str = "float32", *, param_dtype: str | 
       ``value_head_scale > 0``).
     value_head_scale: std of the fresh value-head kernel; 0 (default) gives
       the zero kernel of ``model.init``. See :func:`value_head_params`.
+    vocab_size: keep only the first ``vocab_size`` rows of the embedding and
+      ``lm_head`` (default: all). A checkpoint's vocabulary is often padded
+      beyond its tokenizer's (e.g. Qwen2.5: 151936 rows, 151665 tokens): the
+      padding ids are never inputs, and cutting their ``lm_head`` rows
+      restricts the policy to real tokens (the softmax over the rest is
+      unchanged), so decoding never meets an id the tokenizer cannot decode.
 
   Returns:
     ``(config, params)`` with ``params`` the Linen tree of
@@ -515,6 +533,13 @@ def load_hf_checkpoint(path: str, dtype: str = "float32", *, param_dtype: str | 
   plan = tensor_plan(config)
   tensors = _index_tensors(checkpoint_files(path))
   _validate(path, tensors, plan, config)
+  if vocab_size is not None and vocab_size != config.vocab_size:
+    if not 0 < vocab_size < config.vocab_size:
+      raise HFCheckpointError(
+          f"{os.path.join(path, CONFIG_FILE)}: cannot keep {vocab_size} vocabulary rows of "
+          f"vocab_size={config.vocab_size}")
+    plan = _truncate_vocab(plan, vocab_size)
+    config = dataclasses.replace(config, vocab_size=vocab_size)
 
   target = jnp.dtype(config.param_dtype)
   params: dict = {}

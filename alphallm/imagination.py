@@ -113,6 +113,11 @@ def register_task_imagination(name: str, ops: TaskImagination) -> None:
   _REGISTRY[name] = ops
 
 
+def has_task_imagination(name: str) -> bool:
+  """Whether the task called ``name`` has rule-based imagination (perturb, backward, policy)."""
+  return name in _REGISTRY
+
+
 def task_imagination(task: Task) -> TaskImagination:
   """The registered imagination of ``task``; ValueError if there is none."""
   ops = _REGISTRY.get(task.name)

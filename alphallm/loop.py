@@ -5,7 +5,8 @@ on trajectories sampled from it (the paper then keeps them fixed), and
 evaluates every decoding method. Each round ``k = 1..K`` then
 
 1. **imagines** new prompts from seed problems (``alphallm.imagination``),
-   deduplicated against the evaluation split;
+   deduplicated against the evaluation split (tasks without rewrite rules,
+   GSM8K and MATH, re-use held-out train problems instead: ``held_out_prompts``);
 2. **searches** them with eta-MCTS under the current policy and critics, and
    stores one trajectory per prompt (``alphallm.trajectories``): the best
    leaf by critic score, kept only if its verifier (or ORM) score is at least
@@ -43,6 +44,7 @@ from alphallm import critics as critics_lib
 from alphallm import data
 from alphallm import evaluation
 from alphallm import experiment as exp
+from alphallm import hf_import
 from alphallm import imagination
 from alphallm import io_utils
 from alphallm import metrics as metrics_lib
@@ -50,13 +52,14 @@ from alphallm import model as model_lib
 from alphallm import plots
 from alphallm import results as results_lib
 from alphallm import sampling
+from alphallm import sharding
 from alphallm import tools
 from alphallm import train
 from alphallm import trajectories as traj_lib
 from alphallm.search import mcts
 from alphallm.search import selection
 from alphallm.tasks import Problem, Task, make_splits
-from alphallm.tokenizer import CharTokenizer, Tokenizer
+from alphallm.tokenizer import Tokenizer
 
 
 @dataclasses.dataclass
@@ -65,10 +68,11 @@ class Context:
 
   config: ml_collections.ConfigDict
   workdir: str
-  task: Task
+  task: Task                  # demonstrations, critic data and round prompts
+  eval_task: Task             # the eval split (``config.task.eval_knobs``; else ``task``)
   tokenizer: Tokenizer
   model_cfg: model_lib.TransformerConfig
-  mesh: Any
+  mesh: Any                   # 1-D "data" mesh, or ("data", "fsdp") for FSDP
   demos: list[Problem]
   eval_problems: list[Problem]
   writer: metrics_lib.MetricWriter
@@ -89,18 +93,27 @@ class Context:
 
 
 def build_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
-  tokenizer = CharTokenizer()
+  """The tokenizer, tasks, splits, model config and mesh of a run (``alphallm.experiment``).
+
+  With ``config.task.eval_knobs`` the eval problems come from that task (e.g.
+  GSM8K's test split) and the demonstrations from ``config.task.knobs``'s.
+  """
+  tokenizer = exp.build_tokenizer(config)
   task = exp.build_task(config)
+  eval_task = exp.build_eval_task(config, task)
   demos, eval_problems = make_splits(task, config.seed, config.data.num_demos,
-                                     config.data.num_eval)
+                                     config.data.num_eval,
+                                     eval_task=None if eval_task is task else eval_task)
   exp.write_problems(os.path.join(workdir, "eval_problems.jsonl"), eval_problems)
   model_cfg = exp.build_model_config(config, tokenizer)
-  mesh = train.data_mesh(jax.local_devices()[:exp.num_devices(config)])
+  mesh = exp.build_mesh(config)
   # Prompts are padded to a multiple of 16 tokens so every search compiles once.
-  longest = max(len(tokenizer.encode(task.prompt(p))) for p in eval_problems + demos) + 1
+  longest = max([len(tokenizer.encode(eval_task.prompt(p))) for p in eval_problems]
+                + [len(tokenizer.encode(task.prompt(p))) for p in demos]) + 1
   prompt_len = -(-(longest + 8) // 16) * 16
-  return Context(config=config, workdir=workdir, task=task, tokenizer=tokenizer,
-                 model_cfg=model_cfg, mesh=mesh, demos=demos, eval_problems=eval_problems,
+  return Context(config=config, workdir=workdir, task=task, eval_task=eval_task,
+                 tokenizer=tokenizer, model_cfg=model_cfg, mesh=mesh, demos=demos,
+                 eval_problems=eval_problems,
                  writer=metrics_lib.MetricWriter(workdir),
                  results=results_lib.Results(workdir), prompt_len=prompt_len,
                  store=traj_lib.TrajectoryStore(os.path.join(workdir, "trajectories")),
@@ -112,15 +125,29 @@ def build_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
 
 
 def warm_start(ctx: Context):
-  """SFT on the demonstrations (round 0's policy)."""
+  """Round 0's policy: SFT on the demonstrations from the initial policy.
+
+  The initial policy is ``config.model.checkpoint``'s weights (an HF
+  directory) or a random init (``experiment.initial_policy``). With
+  ``config.sft.enabled = False`` (the paper's 70B runs start from the base
+  model) it is returned as is.
+  """
+  init = exp.initial_policy(ctx.config, ctx.model_cfg, ctx.mesh)
+  if not ctx.config.sft.get("enabled", True):
+    exp.report("round 0: warm-start SFT disabled (config.sft.enabled=False)")
+    return init
   task = ctx.task
   dataset = data.encode_examples(ctx.tokenizer, [task.prompt(p) for p in ctx.demos],
                                  [task.demonstration(p) for p in ctx.demos],
                                  ctx.config.data.seq_len)
-  init = model_lib.init_params(ctx.model_cfg, jax.random.key(ctx.config.seed))
   return exp.run_sft(ctx.config.sft, ctx.model_cfg, dataset, init, ctx.mesh,
                      ctx.path("checkpoints", "sft_round0"), ctx.config.seed,
-                     desc="sft_round0", writer=ctx.writer)
+                     desc="sft_round0", writer=ctx.writer, min_size=_min_size(ctx))
+
+
+def _min_size(ctx: Context) -> int | None:
+  """The FSDP threshold of policy SFT (None on a data-parallel mesh)."""
+  return exp.fsdp_min_size(ctx.config) if train.is_fsdp_mesh(ctx.mesh) else None
 
 
 def train_critics(ctx: Context, policy_params) -> dict[str, critics_lib.Critic]:
@@ -140,8 +167,7 @@ def train_critics(ctx: Context, policy_params) -> dict[str, critics_lib.Critic]:
   report = io_utils.read_json(report_path) if os.path.exists(report_path) else {}
   critic_data = None
   for kind in ccfg.kinds:
-    critic = critics_lib.init_critic(base, ctx.tokenizer.vocab_size, ctx.rng("critic_init", kind),
-                                     ctx.model_cfg, policy_params, kind=kind)
+    critic = init_critic(ctx, base, kind, policy_params)
     ckpt_dir = ctx.path("checkpoints", f"critic_{kind}")
     if critic_data is None and not _finished(ckpt_dir, base.train.steps):
       sampler = critics_lib.PolicySampler.from_config(policy_params, ctx.model_cfg, ctx.tokenizer,
@@ -167,14 +193,57 @@ def train_critics(ctx: Context, policy_params) -> dict[str, critics_lib.Critic]:
   return out
 
 
-def fresh_problems(ctx: Context, num: int, tag: str) -> list[Problem]:
-  """Problems outside both the demonstrations and the eval split.
+def init_critic(ctx: Context, base: critics_lib.CriticConfig, kind: str,
+                policy_params) -> critics_lib.Critic:
+  """A fresh critic of ``kind``: from ``config.critics.checkpoint`` when set.
+
+  With a checkpoint (an HF directory, e.g. Llama-2-13b for the 70B runs) the
+  critic's trunk is that model and its value head fresh; the architecture
+  comes from the checkpoint's config.json, so any key of
+  ``config.critics.critic.model`` other than ``dtype``/``param_dtype`` must
+  agree with it. Otherwise ``critics.init_critic`` builds it from
+  ``critic.model`` (or wraps the policy with ``shared_trunk``).
+  """
+  ckpt = ctx.config.critics.get("checkpoint", "")
+  if not ckpt:
+    return critics_lib.init_critic(base, ctx.tokenizer.vocab_size, ctx.rng("critic_init", kind),
+                                   ctx.model_cfg, policy_params, kind=kind)
+  model = dict(base.model)
+  dtype = model.pop("dtype", "float32")
+  param_dtype = model.pop("param_dtype", None)
+  file = os.path.join(ckpt, hf_import.CONFIG_FILE)
+  cfg = hf_import.config_from_hf(hf_import.read_hf_config(ckpt), dtype=dtype,
+                                 param_dtype=param_dtype)
+  for key, value in sorted(model.items()):
+    if not hasattr(cfg, key) or getattr(cfg, key) != value:
+      raise ValueError(f"config.critics.critic.model.{key}={value!r} disagrees with {file} "
+                       f"(config.critics.checkpoint), which gives {getattr(cfg, key, None)!r}; "
+                       "remove the key or make it match")
+  if cfg.vocab_size < ctx.tokenizer.vocab_size:
+    raise ValueError(f"{file}: vocab_size={cfg.vocab_size} is smaller than the "
+                     f"{ctx.tokenizer.vocab_size} ids of the policy's tokenizer")
+  if base.seq_len > cfg.max_len:
+    raise ValueError(f"config.critics.critic.seq_len={base.seq_len} exceeds {file}'s "
+                     f"max_position_embeddings={cfg.max_len}")
+  # train.fit shards a critic with the default threshold on an FSDP mesh: load it so. Its
+  # vocabulary is cut to the tokenizer's, as the policy's (experiment.build_model_config).
+  placement = sharding.hf_param_sharding(ctx.mesh) if train.is_fsdp_mesh(ctx.mesh) else None
+  cfg, params = hf_import.load_hf_checkpoint(ckpt, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                                             sharding=placement,
+                                             vocab_size=ctx.tokenizer.vocab_size)
+  return critics_lib.Critic(kind, cfg, params, shared_trunk=False)
+
+
+def fresh_problems(ctx: Context, num: int, tag: str,
+                   exclude: set[str] | frozenset[str] = frozenset()) -> list[Problem]:
+  """Problems outside the demonstrations, the eval split and ``exclude``.
 
   Critic data must come from prompts the policy was not fine-tuned on: on its
   own demonstrations a warm-started policy is nearly always right, and a
   critic trained there learns only "correct".
   """
-  taken = {p.question for p in ctx.demos} | {p.question for p in ctx.eval_problems}
+  taken = ({p.question for p in ctx.demos} | {p.question for p in ctx.eval_problems}
+           | set(exclude))
   out: list[Problem] = []
   for attempt in range(20):
     seed = zlib.crc32(f"{ctx.config.seed}/{tag}/{attempt}".encode()) & 0x7FFFFFFF
@@ -211,7 +280,7 @@ def _calibrate(ctx: Context, critic, policy_params, base) -> dict[str, float]:
                                                   base.collect, desc="critic calibration")
   problems = ctx.eval_problems[:ctx.config.critics.num_calibration_problems]
   held_out = critics_lib.collect_critic_data(
-      ctx.task, problems, sampler, ctx.rng("critic_calibration"),
+      ctx.eval_task, problems, sampler, ctx.rng("critic_calibration"),
       dataclasses.replace(base.collect, mc_rollouts=0, num_samples=2))
   # One judgement per trajectory (its final state) against the verifier's label.
   dataset = critics_lib.critic_dataset("orm", ctx.tokenizer, held_out, base.seq_len)
@@ -287,11 +356,14 @@ def evaluate_round(ctx: Context, round_: int, params, critics) -> None:
   """Adds this round's row for every decoding method not yet evaluated."""
   done = {(r["round"], r["decoding"], r.get("seed")) for r in ctx.results.rows}
   ev = ctx.config.eval
+  if all((round_, name, ctx.config.seed) in done for name in ev.methods):
+    return  # a resumed run: build no decoder
+  params = exp.cast_for_search(ctx.config, params)
   for name, (fn, select) in decoding_methods(ctx, critics).items():
     if (round_, name, ctx.config.seed) in done:
       continue
     batch = ev.search_batch_size if name == "mcts" else ev.batch_size
-    row, _ = evaluation.evaluate(fn, params, ctx.task, ctx.tokenizer, ctx.eval_problems,
+    row, _ = evaluation.evaluate(fn, params, ctx.eval_task, ctx.tokenizer, ctx.eval_problems,
                                  name=name, round_=round_, batch_size=batch,
                                  prompt_len=ctx.prompt_len, rng=ctx.rng("eval", round_, name),
                                  seed=ctx.config.seed, select=select)
@@ -309,21 +381,75 @@ def evaluate_round(ctx: Context, round_: int, params, critics) -> None:
 # Rounds 1..K.
 
 
+def round_size(config: ml_collections.ConfigDict, round_: int) -> int:
+  """Prompts of round ``round_``: ``loop.round_prompts[round_ - 1]``, else ``prompts_per_round``."""
+  sizes = tuple(config.loop.get("round_prompts", ()) or ())
+  return int(sizes[round_ - 1]) if sizes else int(config.loop.prompts_per_round)
+
+
 def imagine_round(ctx: Context, round_: int) -> list[Problem]:
-  """This round's synthesized prompts (``round{k}/prompts.jsonl``, written once)."""
+  """This round's synthesized prompts (``round{k}/prompts.jsonl``, written once).
+
+  The sources of ``config.loop.imagination_mix``: the rule-based rewrites of
+  ``alphallm.imagination`` (synthetic tasks), or ``"held_out"`` for tasks
+  without rewrite rules (GSM8K, MATH), see ``held_out_prompts``.
+  """
   path = ctx.path(f"round{round_}", "prompts.jsonl")
   if os.path.exists(path):
     return _read_problems(path)
   lc = ctx.config.loop
-  problems, stats = imagination.imagine_with_stats(
-      ctx.task, ctx.demos, lc.prompts_per_round, seed=ctx.config.seed * 1000 + round_,
-      exclude={p.question for p in ctx.eval_problems}, mix=dict(lc.imagination_mix))
+  num = round_size(ctx.config, round_)
+  mix = dict(lc.imagination_mix)
+  if mix.get(exp.HELD_OUT_SOURCE, 0) > 0:
+    problems, stats = held_out_prompts(ctx, round_, num)
+  else:
+    problems, imagined = imagination.imagine_with_stats(
+        ctx.task, ctx.demos, num, seed=ctx.config.seed * 1000 + round_,
+        exclude={p.question for p in ctx.eval_problems}, mix=mix)
+    stats = imagined.to_json()
   if not problems:
-    raise RuntimeError(f"imagination produced no prompts in round {round_}: {stats.to_json()}")
+    raise RuntimeError(f"imagination produced no prompts in round {round_}: {stats}")
   exp.write_problems(path, problems)
-  io_utils.atomic_write_json(ctx.path(f"round{round_}", "imagination.json"), stats.to_json())
+  io_utils.atomic_write_json(ctx.path(f"round{round_}", "imagination.json"), stats)
   exp.report("round %d: imagined %d prompts", round_, len(problems))
   return problems
+
+
+def held_out_prompts(ctx: Context, round_: int, num: int
+                     ) -> tuple[list[Problem], dict[str, Any]]:
+  """``num`` train-split problems no phase has used: imagination without rewrite rules.
+
+  GSM8K and MATH have no rule-based perturbation or backward rewrite
+  (``alphallm.imagination`` registers the synthetic tasks only), and the
+  policy source needs a solver to establish a new question's answer. For
+  them each round searches real train-split questions instead, drawn by
+  ``(seed, round)`` outside the demonstrations, the eval split, the critic
+  data and earlier rounds' prompts: rejection-sampling fine-tuning on held-out
+  questions, not the paper's synthesized ones. Each keeps its answer key, so
+  ``loop.filter_by = "verifier"`` works too.
+  """
+  taken: set[str] = set()
+  for r in range(1, round_):
+    prev = ctx.path(f"round{r}", "prompts.jsonl")
+    if os.path.exists(prev):
+      taken |= {p.question for p in _read_problems(prev)}
+  if ctx.config.critics.kinds:
+    taken |= {p.question for p in fresh_problems(ctx, ctx.config.critics.num_problems,
+                                                 tag="critic_data")}
+  try:
+    problems = fresh_problems(ctx, num, tag=f"round{round_}_prompts", exclude=taken)
+  except ValueError as e:
+    raise ValueError(
+        f"round {round_}: config.loop.imagination_mix={exp.HELD_OUT_SOURCE!r} needs {num} "
+        f"train problems outside the {len(ctx.demos)} demonstrations (config.data.num_demos), "
+        f"the eval split, the critic data and {len(taken)} earlier prompts: {e}") from e
+  origin = {"source": exp.HELD_OUT_SOURCE, "parent": None}
+  problems = [dataclasses.replace(p, data={**p.data, "origin": origin}) for p in problems]
+  stats = {"requested": num, "quotas": {exp.HELD_OUT_SOURCE: num},
+           "produced": {exp.HELD_OUT_SOURCE: len(problems)},
+           "attempts": {exp.HELD_OUT_SOURCE: len(problems)}, "rejected": {},
+           "shortfall": num - len(problems)}
+  return problems, stats
 
 
 def _read_problems(path: str) -> list[Problem]:
@@ -348,6 +474,7 @@ def search_round(ctx: Context, round_: int, params, critics, problems: Sequence[
   missing = ctx.store.missing_shards(round_, len(shards))
   if missing:
     search, crit_params = make_search(ctx, critics)
+    params = exp.cast_for_search(ctx.config, params)
     for i in tqdm.tqdm(missing, desc=f"search round {round_}", disable=None):
       records = _search_shard(ctx, round_, i, params, search, crit_params, shards[i])
       ctx.store.write_shard(round_, i, records)
@@ -426,7 +553,8 @@ def improve_round(ctx: Context, round_: int, prev_params) -> Any:
     dataset = _concat(dataset, _distillation_dataset(ctx, round_))
   return exp.run_sft(ctx.config.loop.sft, ctx.model_cfg, dataset, _copy(prev_params), ctx.mesh,
                      ctx.path("checkpoints", f"sft_round{round_}"),
-                     ctx.config.seed + round_, desc=f"sft_round{round_}", writer=ctx.writer)
+                     ctx.config.seed + round_, desc=f"sft_round{round_}", writer=ctx.writer,
+                     min_size=_min_size(ctx))
 
 
 def _distillation_dataset(ctx: Context, round_: int) -> dict[str, np.ndarray]:
@@ -465,13 +593,20 @@ def _copy(params):
 
 
 def _on_mesh(ctx: Context, params):
-  """``params`` replicated on the mesh, whether just trained or restored.
+  """``params`` placed on the mesh for search and decoding, whether just trained or restored.
+
+  Replicated on a data-parallel mesh. On an FSDP mesh they stay sharded by
+  the FSDP rule (``config.sharding.min_size``), so no device holds a whole
+  model: the jitted search and decoders are then partitioned by GSPMD, which
+  all-gathers each weight where it is used.
 
   Training leaves parameters replicated on ``ctx.mesh``, a restored checkpoint
   on one device; a resumed run mixes both (e.g. restored critics, a policy
   whose SFT resumed), which jitted search rejects. One placement also keeps
   a resumed run bit-identical to an uninterrupted one.
   """
+  if train.is_fsdp_mesh(ctx.mesh):
+    return sharding.shard_params(params, ctx.mesh, exp.fsdp_min_size(ctx.config))
   return train.replicate(params, ctx.mesh)
 
 
@@ -482,9 +617,10 @@ def _on_mesh(ctx: Context, params):
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Round 0, then ``config.loop.rounds`` rounds of self-improvement."""
   ctx = build_context(config, workdir)
-  exp.report("task %s: %d demonstrations, %d eval problems; model %d params on %d devices",
-             ctx.task.name, len(ctx.demos), len(ctx.eval_problems), ctx.model_cfg.num_params(),
-             ctx.mesh.shape[train.DATA_AXIS])
+  exp.report("task %s: %d demonstrations, %d eval problems; model %d params on %d devices "
+             "(%s, mesh %s)", ctx.task.name, len(ctx.demos), len(ctx.eval_problems),
+             ctx.model_cfg.num_params(), ctx.mesh.size, exp.sharding_strategy(config),
+             dict(ctx.mesh.shape))
   params = _on_mesh(ctx, warm_start(ctx))
   critics = {kind: dataclasses.replace(c, params=_on_mesh(ctx, c.params))
              for kind, c in train_critics(ctx, params).items()}

@@ -170,21 +170,35 @@ def check_finite(metrics: dict[str, Any], step: int) -> None:
 # The host loop shared by SFT of the policy and regression of the critics.
 
 
+def is_fsdp_mesh(mesh: Mesh) -> bool:
+  """Whether ``mesh`` is an ``alphallm.sharding`` ``("data", "fsdp")`` mesh."""
+  return "fsdp" in mesh.axis_names
+
+
 @functools.lru_cache(maxsize=16)
 def _compiled(config: model_lib.TransformerConfig, hparams: tuple, mesh: Mesh,
-              value_coef: float, policy_coef: float):
-  """``(optimizer, jitted step)``, shared by every run with equal settings."""
+              value_coef: float, policy_coef: float, min_size: int):
+  """``(optimizer, jitted step)``, shared by every run with equal settings.
+
+  The data-parallel step on a 1-D ``data`` mesh, the FSDP step
+  (``sharding.make_fsdp_train_step``) on a ``("data", "fsdp")`` mesh.
+  """
   lr, steps, warmup, weight_decay, grad_clip, end_lr = hparams
   optimizer = make_optimizer(lr, steps, warmup, end_learning_rate=end_lr,
                              weight_decay=weight_decay, grad_clip=grad_clip)
+  if is_fsdp_mesh(mesh):
+    from alphallm import sharding  # pylint: disable=import-outside-toplevel (imports train)
+    return optimizer, sharding.make_fsdp_train_step(
+        config, optimizer, mesh, value_coef=value_coef, policy_coef=policy_coef,
+        min_size=min_size)
   return optimizer, make_train_step(config, optimizer, mesh, value_coef=value_coef,
                                     policy_coef=policy_coef)
 
 
 def fit(cfg: Any, config: model_lib.TransformerConfig, dataset: dict[str, np.ndarray],
         init_params, mesh: Mesh, *, seed: int, ckpt_dir: str | None, value_coef: float = 0.0,
-        policy_coef: float = 1.0, desc: str = "train", writer=None
-        ) -> tuple[Any, list[dict[str, float]]]:
+        policy_coef: float = 1.0, desc: str = "train", writer=None,
+        min_size: int | None = None) -> tuple[Any, list[dict[str, float]]]:
   """Trains for ``cfg.steps`` steps, resumable from ``ckpt_dir``.
 
   ``cfg`` has ``steps, batch_size, learning_rate, warmup_steps, weight_decay,
@@ -194,6 +208,14 @@ def fit(cfg: Any, config: model_lib.TransformerConfig, dataset: dict[str, np.nda
   so a resumed run reads exactly the batches an uninterrupted one would.
   Losses are checked for NaN/Inf before every save, so the newest checkpoint
   is always a good one. ``init_params`` are copied, never donated.
+
+  The layout follows ``mesh``: on a 1-D ``data`` mesh (``data_mesh``) the
+  state is replicated and the step data-parallel; on a ``("data", "fsdp")``
+  mesh (``sharding.make_mesh``) parameters and optimizer state are sharded by
+  the FSDP rule with threshold ``min_size`` (default
+  ``sharding.DEFAULT_MIN_SIZE``), the step is ``sharding.make_fsdp_train_step``
+  and the returned parameters stay sharded. Checkpoints restore into the
+  same layout.
 
   Returns:
     The final parameters and the metrics of the steps logged in this call.
@@ -208,8 +230,20 @@ def fit(cfg: Any, config: model_lib.TransformerConfig, dataset: dict[str, np.nda
   hparams = (float(cfg.learning_rate), int(cfg.steps), int(cfg.warmup_steps),
              float(cfg.weight_decay), float(cfg.grad_clip),
              None if end_lr is None or end_lr < 0 else float(end_lr))
-  optimizer, step_fn = _compiled(config, hparams, mesh, float(value_coef), float(policy_coef))
-  state = init_train_state(jax.tree.map(jnp.array, init_params), optimizer, seed)
+  fsdp = is_fsdp_mesh(mesh)
+  if fsdp:
+    from alphallm import sharding  # pylint: disable=import-outside-toplevel (imports train)
+    min_size = sharding.DEFAULT_MIN_SIZE if min_size is None else int(min_size)
+    place_batch = sharding.shard_batch
+  else:
+    min_size, place_batch = 0, shard_batch
+  optimizer, step_fn = _compiled(config, hparams, mesh, float(value_coef), float(policy_coef),
+                                 min_size)
+  if fsdp:  # the moments are created sharded, never whole
+    state = sharding.init_train_state(jax.tree.map(jnp.array, init_params), optimizer, seed,
+                                      mesh, min_size)
+  else:
+    state = init_train_state(jax.tree.map(jnp.array, init_params), optimizer, seed)
   ckpt = None
   if ckpt_dir is not None:
     ckpt = checkpoint.Checkpointer(ckpt_dir, max_to_keep=get("max_to_keep", 2))
@@ -220,11 +254,12 @@ def fit(cfg: Any, config: model_lib.TransformerConfig, dataset: dict[str, np.nda
   start, steps = int(state.step), int(cfg.steps)
   every, log_every = int(cfg.checkpoint_every), int(get("log_every", 50) or 50)
   if start < steps:
-    state = replicate(state, mesh)
+    if not fsdp:
+      state = replicate(state, mesh)
     pending = []  # device-side metrics, fetched in bulk to keep the host out of the loop
     bar = tqdm.tqdm(range(start, steps), desc=desc, initial=start, total=steps, disable=None)
     for step in bar:
-      batch = shard_batch(data.batch_at(dataset, int(cfg.batch_size), step, seed), mesh)
+      batch = place_batch(data.batch_at(dataset, int(cfg.batch_size), step, seed), mesh)
       state, metrics = step_fn(state, batch)
       pending.append((step + 1, metrics))
       last = step + 1 == steps

@@ -42,6 +42,7 @@ def _gsm8k_config(data_dir) -> ml_collections.ConfigDict:
   c.task.name = "gsm8k"
   c.task.knobs = ml_collections.ConfigDict({"data_dir": str(data_dir), "split": "test"})
   c.data.num_demos, c.data.num_eval = 2, 2
+  c.loop.imagination_mix = {"held_out": 1.0}  # GSM8K has no rule-based imagination
   return c
 
 

@@ -165,6 +165,22 @@ def test_params_tree_matches_model_init(tmp_path):
     np.testing.assert_array_equal(params["value_head"]["bias"], 0.0)
 
 
+def test_vocab_cut_to_the_tokenizer(tmp_path):
+  path = _write(tmp_path, TINY, _random_tensors(TINY))
+  config, full = hf_import.load_hf_checkpoint(path)
+  keep = config.vocab_size - 5                       # e.g. a vocabulary padded beyond it
+  cut_config, cut = hf_import.load_hf_checkpoint(path, vocab_size=keep)
+  assert cut_config.vocab_size == keep
+  np.testing.assert_array_equal(cut["embed"]["embedding"], full["embed"]["embedding"][:keep])
+  np.testing.assert_array_equal(cut["lm_head"]["kernel"], full["lm_head"]["kernel"][:, :keep])
+  # The real tokens' logits are unchanged: the softmax over them is the policy restricted.
+  tokens = TOKENS % keep                              # inputs are real tokens only
+  np.testing.assert_allclose(_logits(cut_config, cut, tokens),
+                             _logits(config, full, tokens)[..., :keep], rtol=1e-6, atol=1e-6)
+  with pytest.raises(hf_import.HFCheckpointError, match="cannot keep"):
+    hf_import.load_hf_checkpoint(path, vocab_size=config.vocab_size + 1)
+
+
 def test_sharded_files_equal_single_file(tmp_path):
   tensors = _random_tensors(TINY)
   _, one = hf_import.load_hf_checkpoint(_write(tmp_path / "one", TINY, tensors))
