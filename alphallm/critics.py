@@ -57,11 +57,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import fractions
 import functools
 import logging
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -73,6 +71,7 @@ import tqdm
 from jaxtyping import Array, Bool, Float, Int
 
 from alphallm import data as data_lib
+from alphallm import graders
 from alphallm import model as model_lib
 from alphallm import sampling
 from alphallm import train
@@ -659,129 +658,6 @@ def train_critic(critic: Critic, dataset: Mapping[str, np.ndarray],
 
 # Completions longer than this are not read (and score 0).
 MAX_TOOL_CHARS = 4096
-# GSM8K calculator annotations: ``<<expression=result>>``.
-MAX_ANNOTATION_CHARS = 96
-MAX_EXPR_TOKENS = 48
-_ANNOTATION_RE = re.compile(r"<<([^<>]{1,%d})>>" % MAX_ANNOTATION_CHARS)
-_NUMBER = r"[0-9]{1,15}(?:\.[0-9]{1,12})?|\.[0-9]{1,12}"
-_EXPR_TOKEN_RE = re.compile(r"[ ]{0,3}(?:(%s)|([-+*/()]))" % _NUMBER, re.ASCII)
-_RESULT_RE = re.compile(r"[ ]{0,3}(-?)(%s)[ ]{0,3}" % _NUMBER, re.ASCII)
-
-
-def _number(text: str) -> fractions.Fraction:
-  """Exact value of a numeral matched by ``_NUMBER``."""
-  whole, _, frac = text.partition(".")
-  value = fractions.Fraction(int(whole or "0"))
-  if frac:
-    value += fractions.Fraction(int(frac), 10 ** len(frac))
-  return value
-
-
-def _tokenize_expr(expr: str) -> list[tuple[str, str]] | None:
-  """``[("num" | "op", text)]`` of a bounded arithmetic expression, or None."""
-  tokens, pos, end = [], 0, len(expr.rstrip(" "))
-  while pos < end:
-    m = _EXPR_TOKEN_RE.match(expr, pos, end)
-    if m is None or len(tokens) >= MAX_EXPR_TOKENS:
-      return None
-    tokens.append(("num", m.group(1)) if m.group(1) is not None else ("op", m.group(2)))
-    pos = m.end()
-  return tokens or None
-
-
-def evaluate_expression(expr: str) -> fractions.Fraction | None:
-  """Exact value of ``+ - * / ( )`` over decimal numerals, or None.
-
-  A recursive-descent parser over at most ``MAX_EXPR_TOKENS`` tokens (so the
-  recursion is bounded): ``expr := term (('+'|'-') term)*``,
-  ``term := factor (('*'|'/') factor)*``, ``factor := '-' factor | number |
-  '(' expr ')'``. Arithmetic is on fractions; division by zero, anything
-  outside the grammar and inputs over ``MAX_ANNOTATION_CHARS`` give None.
-  Nothing is ever evaluated by Python.
-  """
-  if not isinstance(expr, str) or len(expr) > MAX_ANNOTATION_CHARS:
-    return None
-  tokens = _tokenize_expr(expr)
-  if tokens is None:
-    return None
-  pos = 0
-
-  def peek() -> tuple[str, str] | None:
-    return tokens[pos] if pos < len(tokens) else None
-
-  def parse_expr():
-    nonlocal pos
-    value = parse_term()
-    while value is not None and peek() in (("op", "+"), ("op", "-")):
-      op = tokens[pos][1]
-      pos += 1
-      rhs = parse_term()
-      value = None if rhs is None else (value + rhs if op == "+" else value - rhs)
-    return value
-
-  def parse_term():
-    nonlocal pos
-    value = parse_factor()
-    while value is not None and peek() in (("op", "*"), ("op", "/")):
-      op = tokens[pos][1]
-      pos += 1
-      rhs = parse_factor()
-      if rhs is None or (op == "/" and rhs == 0):
-        return None
-      value = value * rhs if op == "*" else value / rhs
-    return value
-
-  def parse_factor():
-    nonlocal pos
-    tok = peek()
-    if tok is None:
-      return None
-    pos += 1
-    if tok == ("op", "-"):
-      inner = parse_factor()
-      return None if inner is None else -inner
-    if tok[0] == "num":
-      return _number(tok[1])
-    if tok == ("op", "("):
-      inner = parse_expr()
-      if inner is None or peek() != ("op", ")"):
-        return None
-      pos += 1
-      return inner
-    return None
-
-  value = parse_expr()
-  return value if value is not None and pos == len(tokens) else None
-
-
-def check_annotation(body: str) -> bool | None:
-  """Checks one GSM8K annotation body ``expression=result`` (without ``<< >>``).
-
-  Returns None if it is not of that form (so it cannot be checked), else
-  whether the result is right: exactly, or, for a result written with ``d``
-  decimals, the exact value rounded (half up) or truncated to ``d`` decimals
-  (GSM8K writes repeating decimals so, e.g. ``10/3=3.33``, ``2/3=0.67``). An
-  integer result must be exact.
-  """
-  if not isinstance(body, str) or len(body) > MAX_ANNOTATION_CHARS or body.count("=") != 1:
-    return None
-  expr, result = body.split("=")
-  m = _RESULT_RE.fullmatch(result)
-  value = evaluate_expression(expr)
-  if m is None or value is None:
-    return None
-  claimed = _number(m.group(2)) * (-1 if m.group(1) else 1)
-  if value == claimed:
-    return True
-  _, _, frac = m.group(2).partition(".")
-  if not frac:
-    return False
-  scaled, target = value * 10 ** len(frac), claimed * 10 ** len(frac)
-  truncated = math.trunc(scaled)
-  rounded = math.floor(scaled + fractions.Fraction(1, 2))
-  return target in (truncated, rounded)
-
-
 def check_arithmetic(completion: str, delimiter: str = "\n", strict: bool = False
                      ) -> tuple[int, int]:
   """``(checked, wrong)``: calculations found in ``completion`` and how many are wrong.
@@ -789,19 +665,20 @@ def check_arithmetic(completion: str, delimiter: str = "\n", strict: bool = Fals
   Each line (split on ``delimiter``) that is a step ``a<op>b=c`` is checked
   with ``parsing.check_step_line`` (``strict``: a line that starts with a digit
   must be a well-formed step); every GSM8K annotation ``<<expr=result>>`` in
-  a line with ``check_annotation``. Anything else is not a calculation.
+  a line with ``graders.check_annotation``. Anything else is not a calculation.
   Callers bound the input (``tool_orm_score`` reads at most
   ``MAX_TOOL_CHARS``); every regex has bounded quantifiers.
   """
   checked = wrong = 0
   for line in completion.split(delimiter):
-    results = [parsing.check_step_line(line, strict)]
+    ok = parsing.check_step_line(line, strict)
+    if ok is not None:
+      checked += 1
+      wrong += not ok
     if "<<" in line:
-      results += [check_annotation(m.group(1)) for m in _ANNOTATION_RE.finditer(line)]
-    for r in results:
-      if r is not None:
-        checked += 1
-        wrong += not r
+      line_checked, line_wrong = graders.check_calculator_annotations(line)
+      checked += line_checked
+      wrong += line_wrong
   return checked, wrong
 
 

@@ -11,11 +11,12 @@ import pytest
 
 from alphallm import critics
 from alphallm import data
+from alphallm import graders
 from alphallm import model as model_lib
 from alphallm import sampling
 from alphallm import testing
 from alphallm import train
-from alphallm.tasks import Problem, get_task
+from alphallm.tasks import get_task
 from alphallm.tokenizer import CharTokenizer
 
 _TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -216,17 +217,17 @@ def test_tool_orm_accepts_demos_and_rejects_wrong_steps(arith):
 
 
 def test_gsm8k_annotations_are_checked_with_a_bounded_parser(arith):
-  assert critics.check_annotation("48/2=24") and critics.check_annotation("12/60=0.2")
-  assert critics.check_annotation("100-50-30-15=5") and critics.check_annotation("(2+3)*4=20")
-  assert critics.check_annotation("10/3=3.33") and critics.check_annotation("2/3=0.67")
-  assert critics.check_annotation("25*.01=.25") and critics.check_annotation("-2*3=-6")
-  assert critics.check_annotation("2+3*4=20") is False               # precedence
-  assert critics.check_annotation("10/3=3.34") is False              # neither rounded nor cut
-  assert critics.check_annotation("10/3=3") is False                 # integers are exact
+  assert graders.check_annotation("48/2=24") and graders.check_annotation("12/60=0.2")
+  assert graders.check_annotation("100-50-30-15=5") and graders.check_annotation("(2+3)*4=20")
+  assert graders.check_annotation("10/3=3.33") and graders.check_annotation("2/3=0.67")
+  assert graders.check_annotation("25*.01=.25") and graders.check_annotation("-2*3=-6")
+  assert graders.check_annotation("2+3*4=20") is False               # precedence
+  assert graders.check_annotation("10/3=3.34") is False              # neither rounded nor cut
+  assert graders.check_annotation("10/3=3") is False                 # integers are exact
   for junk in ["1/0=1", "__import__('os')=1", "2**3=8", "a=3", "1=2=3", "(1+2=3", "9" * 200]:
-    assert critics.check_annotation(junk) is None, junk
-  assert critics.evaluate_expression("-(1+2)*(3-(4/8))") == -7.5
-  assert critics.evaluate_expression("(" * 40 + "1" + ")" * 40) is None  # over the token cap
+    assert graders.check_annotation(junk) is None, junk
+  assert graders.eval_rational("-(1+2)*(3-(4/8))") == -7.5
+  assert graders.eval_rational("(" * 40 + "1" + ")" * 40) is None  # over the token cap
   wrong = "She sells 16 - 3 - 4 = <<16-3-4=8>>8 eggs.\n#### 8"
   assert critics.check_arithmetic(wrong) == (1, 1)
   assert critics.tool_orm_score(arith, wrong, learned_score=0.9) == 0.0

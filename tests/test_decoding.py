@@ -1,6 +1,5 @@
 import jax
 import numpy as np
-import pytest
 
 from alphallm import decoding
 from alphallm import sampling
