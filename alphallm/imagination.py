@@ -69,8 +69,6 @@ DEFAULT_MIX = {"perturb": 0.6, "backward": 0.4}
 MAX_QUESTION_CHARS = 256
 # Operand candidates considered per backward arithmetic step.
 _MAX_BACKWARD_OPERANDS = 256
-# Draws of (pair, op) per step of a random Countdown combination.
-_MAX_STEP_DRAWS = 20
 
 # Rejection reasons (``Problem | str`` results carry one of these).
 BAD_SEED = "bad_seed"          # the seed is not a problem of this task
@@ -321,27 +319,6 @@ def _cd_problem(task: countdown.CountdownTask, numbers: list[int], target: int,
                        "solution": [list(s) for s in solution], "origin": origin})
 
 
-def _cd_random_solution(task: countdown.CountdownTask, numbers: Sequence[int],
-                        rng: np.random.Generator) -> list[Step] | None:
-  """Combines random pairs until one number is left (every result valid), or None."""
-  pool, solution = list(numbers), []
-  while len(pool) > 1:
-    for _ in range(_MAX_STEP_DRAWS):
-      i, j = (int(x) for x in rng.choice(len(pool), 2, replace=False))
-      op = task.ops[int(rng.integers(len(task.ops)))]
-      a, b = pool[i], pool[j]
-      if op in "-/" and a < b:
-        a, b = b, a
-      c = parsing.apply_op(a, op, b)
-      if c is not None and 0 < c <= task.max_value:
-        break
-    else:
-      return None
-    pool = [x for k, x in enumerate(pool) if k not in (i, j)] + [c]
-    solution.append((a, op, b, c))
-  return solution
-
-
 def _cd_seed_solution(task: countdown.CountdownTask, seed: Problem, numbers: list[int],
                       target: int) -> list[Step] | None:
   stored = seed.data.get("solution") if isinstance(seed.data, Mapping) else None
@@ -366,7 +343,7 @@ def _cd_perturb(task: countdown.CountdownTask, seed: Problem,
     solution = countdown.solve(new, target, task.max_value, task.ops)
     if solution is not None:
       return _cd_problem(task, new, target, solution, _origin("perturb", seed))
-  solution = _cd_random_solution(task, new, rng)
+  solution = task.draw_solution(rng, new)
   if solution is None:
     return UNSOLVABLE
   origin = {**_origin("perturb", seed), "new_target": True}
@@ -410,7 +387,7 @@ def _cd_backward(task: countdown.CountdownTask, seed: Problem,
   numbers, target = inst
   solution = None
   if rng.random() < 0.5:
-    solution = _cd_random_solution(task, numbers, rng)
+    solution = task.draw_solution(rng, numbers)
   if solution is None:
     solution = _cd_seed_solution(task, seed, numbers, target)
   if solution is None or not countdown.check_solution(numbers, solution[-1][3], solution,

@@ -101,7 +101,7 @@ class CountdownTask(Task):
   def _draw_problem(self, rng: np.random.Generator) -> Problem:
     for _ in range(_MAX_ATTEMPTS):
       numbers = [int(x) for x in rng.integers(1, self.max_number + 1, size=self.num_numbers)]
-      solution = self._draw_solution(rng, numbers)
+      solution = self.draw_solution(rng, numbers)
       if solution is None:
         continue
       target = solution[-1][3]
@@ -115,8 +115,10 @@ class CountdownTask(Task):
         f"countdown knobs admit (almost) no problem: num_numbers={self.num_numbers}, "
         f"max_number={self.max_number}, ops={self.ops!r}, max_value={self.max_value}")
 
-  def _draw_solution(self, rng: np.random.Generator, numbers: list[int]) -> list[Step] | None:
-    """Combines random pairs until one number is left, or None on a dead end."""
+  def draw_solution(self, rng: np.random.Generator, numbers: Sequence[int]
+                    ) -> list[Step] | None:
+    """Combines random pairs of ``numbers`` until one is left (every result in
+    ``1..max_value``), or None on a dead end. Also imagination's generator."""
     pool, solution = list(numbers), []
     while len(pool) > 1:
       for _ in range(_MAX_STEP_DRAWS):
