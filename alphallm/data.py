@@ -23,7 +23,8 @@ class SequenceTooLongError(ValueError):
 
 def encode_examples(tokenizer: Tokenizer, prompts: Sequence[str], completions: Sequence[str],
                     seq_len: int, value_targets: Sequence[float] | None = None,
-                    append_eos: bool = True) -> dict[str, np.ndarray]:
+                    append_eos: bool = True, prompt_loss_weight: float = 0.0
+                    ) -> dict[str, np.ndarray]:
   """Encodes SFT examples.
 
   Args:
@@ -34,11 +35,18 @@ def encode_examples(tokenizer: Tokenizer, prompts: Sequence[str], completions: S
     value_targets: optional per-example scalar that every completion position
       should predict with the value head (e.g. final correctness, 0 or 1).
     append_eos: False for partial completions (e.g. one reasoning step).
+    prompt_loss_weight: weight of the prompt's tokens (after BOS) in the LM
+      loss; 0 (default) learns the completions only. A positive weight also
+      teaches the policy to write questions, which imagination's "policy"
+      source samples from it.
 
   Returns:
     ``tokens [N, T] int32``, ``loss_mask [N, T] float32`` (1 on completion
-    tokens and EOS), and ``value_target``/``value_mask [N, T] float32``.
+    tokens and EOS, ``prompt_loss_weight`` on prompt tokens after BOS), and
+    ``value_target``/``value_mask [N, T] float32``.
   """
+  if not 0.0 <= prompt_loss_weight <= 1.0:
+    raise ValueError(f"prompt_loss_weight must be in [0, 1], got {prompt_loss_weight!r}")
   if len(prompts) != len(completions):
     raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
   if not prompts:
@@ -56,6 +64,7 @@ def encode_examples(tokenizer: Tokenizer, prompts: Sequence[str], completions: S
           f"example {i} has {len(p) + len(c)} tokens, more than seq_len={seq_len}: "
           f"{(prompt + completion)[:100]!r}")
     tokens[i, :len(p) + len(c)] = p + c
+    loss_mask[i, 1:len(p)] = prompt_loss_weight
     loss_mask[i, len(p):len(p) + len(c)] = 1.0
     if value_targets is not None:
       # The value at token j scores the state ending at j: every state from the

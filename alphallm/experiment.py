@@ -81,12 +81,13 @@ _SECTION_KEYS = {
     "": ("seed", "num_devices", "task", "data", "model", "sft", "critics", "search", "eval",
          "loop", "sharding"),
     "task": ("name", "knobs", "eval_knobs"),
-    "data": ("num_demos", "num_eval", "seq_len"),
+    "data": ("num_demos", "num_eval", "seq_len", "prompt_loss_weight"),
     "sft": _SFT_KEYS + ("enabled",),
     "critics": ("kinds", "num_problems", "num_calibration_problems", "critic", "calculator",
                 "checkpoint", "tool_orm"),
     "eval": ("methods", "batch_size", "search_batch_size", "max_new_tokens", "temperature"),
     "loop": ("rounds", "prompts_per_round", "round_prompts", "imagination_mix",
+             "imagination_temperature",
              "search_batch_size", "select", "filter_by", "gamma", "cumulative", "include_demos",
              "distill", "distill_weight", "sft"),
     "loop.sft": _SFT_KEYS,
@@ -231,9 +232,6 @@ def _check_imagination(config) -> None:
     raise ValueError(f"config.loop.imagination_mix={mix}: {HELD_OUT_SOURCE!r} (held-out "
                      f"train problems) cannot be mixed with the rewriting sources {used}; "
                      f"give it the only non-zero weight")
-  if "policy" in used:
-    raise ValueError(f"config.loop.imagination_mix={mix}: the 'policy' source needs a question "
-                     "sampler that alphallm.loop does not wire; set its weight to 0")
   name = config.task.name
   rules = [s for s in used if s != HELD_OUT_SOURCE]
   if rules and not imagination.has_task_imagination(name):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import zlib
@@ -139,10 +140,16 @@ def warm_start(ctx: Context):
   task = ctx.task
   dataset = data.encode_examples(ctx.tokenizer, [task.prompt(p) for p in ctx.demos],
                                  [task.demonstration(p) for p in ctx.demos],
-                                 ctx.config.data.seq_len)
+                                 ctx.config.data.seq_len,
+                                 prompt_loss_weight=_prompt_loss_weight(ctx))
   return exp.run_sft(ctx.config.sft, ctx.model_cfg, dataset, init, ctx.mesh,
                      ctx.path("checkpoints", "sft_round0"), ctx.config.seed,
                      desc="sft_round0", writer=ctx.writer, min_size=_min_size(ctx))
+
+
+def _prompt_loss_weight(ctx: Context) -> float:
+  """``config.data.prompt_loss_weight``: SFT also learns the questions (default 0)."""
+  return float(ctx.config.data.get("prompt_loss_weight", 0.0))
 
 
 def _min_size(ctx: Context) -> int | None:
@@ -387,12 +394,14 @@ def round_size(config: ml_collections.ConfigDict, round_: int) -> int:
   return int(sizes[round_ - 1]) if sizes else int(config.loop.prompts_per_round)
 
 
-def imagine_round(ctx: Context, round_: int) -> list[Problem]:
+def imagine_round(ctx: Context, round_: int, params) -> list[Problem]:
   """This round's synthesized prompts (``round{k}/prompts.jsonl``, written once).
 
   The sources of ``config.loop.imagination_mix``: the rule-based rewrites of
-  ``alphallm.imagination`` (synthetic tasks), or ``"held_out"`` for tasks
-  without rewrite rules (GSM8K, MATH), see ``held_out_prompts``.
+  ``alphallm.imagination`` and questions written by the current policy
+  (``params``; ``question_sampler``) for the synthetic tasks, or
+  ``"held_out"`` for tasks without rewrite rules (GSM8K, MATH), see
+  ``held_out_prompts``.
   """
   path = ctx.path(f"round{round_}", "prompts.jsonl")
   if os.path.exists(path):
@@ -403,9 +412,11 @@ def imagine_round(ctx: Context, round_: int) -> list[Problem]:
   if mix.get(exp.HELD_OUT_SOURCE, 0) > 0:
     problems, stats = held_out_prompts(ctx, round_, num)
   else:
+    sampler = question_sampler(ctx, round_, params) if mix.get("policy", 0) > 0 else None
     problems, imagined = imagination.imagine_with_stats(
         ctx.task, ctx.demos, num, seed=ctx.config.seed * 1000 + round_,
-        exclude={p.question for p in ctx.eval_problems}, mix=mix)
+        exclude={p.question for p in ctx.eval_problems}, mix=mix, sample_questions=sampler,
+        policy_batch_size=lc.search_batch_size)
     stats = imagined.to_json()
   if not problems:
     raise RuntimeError(f"imagination produced no prompts in round {round_}: {stats}")
@@ -413,6 +424,27 @@ def imagine_round(ctx: Context, round_: int) -> list[Problem]:
   io_utils.atomic_write_json(ctx.path(f"round{round_}", "imagination.json"), stats)
   exp.report("round %d: imagined %d prompts", round_, len(problems))
   return problems
+
+
+def question_sampler(ctx: Context, round_: int, params) -> imagination.SampleQuestions:
+  """The policy as imagination's question writer: prefixes -> continuations.
+
+  Each call samples at ``config.loop.imagination_temperature`` (default 1.0)
+  with a key drawn from ``(seed, round, call index)``, so a round's prompts
+  are a deterministic function of the seed. The text is untrusted:
+  ``imagination.policy_candidates`` parses it with the task's bounded parser
+  and establishes each answer with the task's solver.
+  """
+  sampler = critics_lib.PolicySampler(
+      params, ctx.model_cfg, ctx.tokenizer, max_new_tokens=ctx.config.data.seq_len // 2,
+      batch_size=ctx.config.loop.search_batch_size, desc=f"imagine round {round_}")
+  temperature = float(ctx.config.loop.get("imagination_temperature", 1.0))
+  calls = itertools.count()
+
+  def sample(prefixes: list[str]) -> list[str]:
+    return sampler(prefixes, ctx.rng("imagine_policy", round_, next(calls)), temperature)
+
+  return sample
 
 
 def held_out_prompts(ctx: Context, round_: int, num: int
@@ -548,7 +580,8 @@ def improve_round(ctx: Context, round_: int, prev_params) -> Any:
   if not prompts:
     exp.report("round %d: no trajectory kept and no demonstrations: policy unchanged", round_)
     return prev_params
-  dataset = data.encode_examples(ctx.tokenizer, prompts, completions, ctx.config.data.seq_len)
+  dataset = data.encode_examples(ctx.tokenizer, prompts, completions, ctx.config.data.seq_len,
+                                 prompt_loss_weight=_prompt_loss_weight(ctx))
   if lc.distill:
     dataset = _concat(dataset, _distillation_dataset(ctx, round_))
   return exp.run_sft(ctx.config.loop.sft, ctx.model_cfg, dataset, _copy(prev_params), ctx.mesh,
@@ -628,7 +661,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     params = next(iter(critics.values())).params
   evaluate_round(ctx, 0, params, critics)
   for k in range(1, config.loop.rounds + 1):
-    problems = imagine_round(ctx, k)
+    problems = imagine_round(ctx, k, params)
     search_round(ctx, k, params, critics, problems)
     params = _on_mesh(ctx, improve_round(ctx, k, params))
     evaluate_round(ctx, k, params, critics)

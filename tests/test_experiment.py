@@ -60,6 +60,14 @@ def test_train_and_evaluate_writes_rows_and_resumes(tmp_path):
   assert "| arithmetic | 1 | mcts |" in open(os.path.join(workdir, "results.md")).read()
   for name in ("metrics.jsonl", "critics.json", "round1/prompts.jsonl", "config.json"):
     assert os.path.exists(os.path.join(workdir, name)), name
+  # Imagination drew from all three sources, the policy's questions included.
+  stats = json.load(open(os.path.join(workdir, "round1", "imagination.json")))
+  assert set(stats["attempts"]) == {"perturb", "backward", "policy"}
+  assert stats["attempts"]["policy"] > 0
+  prompts = [json.loads(line) for line in open(os.path.join(workdir, "round1", "prompts.jsonl"))]
+  evals = {json.loads(line)["question"] for line in open(os.path.join(workdir,
+                                                                      "eval_problems.jsonl"))}
+  assert prompts and not {p["question"] for p in prompts} & evals
   # A rerun on the same workdir resumes: no retraining, no duplicate rows.
   again = experiment.train_and_evaluate(tiny_config(), workdir)
   assert again["rows"] == rows

@@ -115,6 +115,22 @@ def test_encode_examples_errors():
     data.encode_examples(tok, [], [], seq_len=8)
 
 
+def test_prompt_loss_weight_masks_the_question_after_bos():
+  tok = CharTokenizer()
+  prompt, completion = "Q: 1+1\n", "1+1=2\nA: 2"
+  plain = data.encode_examples(tok, [prompt], [completion], seq_len=32)
+  both = data.encode_examples(tok, [prompt], [completion], seq_len=32, prompt_loss_weight=0.5)
+  n_p, n_c = 1 + len(tok.encode(prompt)), len(tok.encode(completion)) + 1
+  np.testing.assert_array_equal(plain["tokens"], both["tokens"])
+  assert both["loss_mask"][0, 0] == 0.0                      # BOS is never a target
+  np.testing.assert_array_equal(both["loss_mask"][0, 1:n_p], 0.5)
+  np.testing.assert_array_equal(plain["loss_mask"][0, :n_p], 0.0)
+  np.testing.assert_array_equal(both["loss_mask"][0, n_p:n_p + n_c], 1.0)
+  assert both["loss_mask"][0, n_p + n_c:].sum() == 0.0
+  with pytest.raises(ValueError, match="prompt_loss_weight"):
+    data.encode_examples(tok, [prompt], [completion], seq_len=32, prompt_loss_weight=2.0)
+
+
 def test_non_finite_loss_names_the_step():
   with pytest.raises(train.NonFiniteLossError, match="step 7"):
     train.check_finite({"loss": np.nan, "grad_norm": 1.0}, 7)
