@@ -64,14 +64,14 @@ def get_config() -> ml_collections.ConfigDict:
   # eta-MCTS (alphallm.search.mcts.default_search_config documents every knob).
   c.search = default_search_config()
   c.search.num_simulations = 32
-  c.search.num_actions = 8
-  c.search.temperature = 1.5         # diverse candidate steps
+  c.search.num_actions = 12          # candidate steps per node: more candidates, more
+  c.search.temperature = 1.5         # ... chances that one is right (diverse at T=1.5)
   c.search.max_option_len = 12
   c.search.max_completion_len = 40
   c.search.weights.value = 0.0       # the policy's own value head is not trained here
   c.search.weights.prm = 1.0         # the value critic scores each state
   c.search.weights.orm = 1.0         # ... and finished solutions
-  c.search.answer_selection = "best_leaf"
+  c.search.answer_selection = "orm_vote"   # the tool-augmented ORM votes over answers
 
   c.eval = ml_collections.ConfigDict(dict(
       methods=("greedy", "sampling", "self_consistency@8", "best_of@8", "mcts"),
@@ -81,7 +81,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.loop = ml_collections.ConfigDict()
   c.loop.rounds = 2
   c.loop.prompts_per_round = 512
-  c.loop.imagination_mix = dict(perturb=0.6, backward=0.4)
+  # Rule-based rewrites of the demonstrations, and questions the policy writes.
+  c.loop.imagination_mix = dict(perturb=0.5, backward=0.3, policy=0.2)
+  c.loop.imagination_temperature = 1.0
   c.loop.search_batch_size = 64
   c.loop.select = "best_leaf"         # the paper: the best critic score at the leaf
   c.loop.filter_by = "verifier"       # or "orm": keep a trajectory if its score >= gamma
