@@ -151,11 +151,19 @@ def run_seed(config: ml_collections.ConfigDict, tables: ml_collections.ConfigDic
   if config.critics.kinds and config.critics.critic.shared_trunk:
     params = next(iter(critics.values())).params
   _sft_demos_baseline(ctx, params)
-  _table3(ctx, params, critics, tables)
-  _table7(ctx, params, critics, tables)
+  sub = _subset(ctx, tables.get("num_problems", 0))
+  _table3(sub, params, critics, tables)
+  _table7(sub, params, critics, tables)
   ctx.writer.close()
   exp.report("seed %d: done in %.0f s", config.seed, time.time() - t0)
   return [{**r, "table": table_of(r["decoding"])} for r in ctx.results.rows]
+
+
+def _subset(ctx, num: int):
+  """``ctx`` evaluating its first ``num`` eval problems (0: all)."""
+  if not num or num >= len(ctx.eval_problems):
+    return ctx
+  return dataclasses.replace(ctx, eval_problems=ctx.eval_problems[:num])
 
 
 def _done(ctx, name: str, round_: int) -> bool:
@@ -338,9 +346,13 @@ def to_markdown(agg: Sequence[Mapping[str, Any]], seeds: Sequence[int],
                 rounds: int) -> str:
   """The three tables (accuracy %, mean ± std over seeds), with the paper's numbers."""
   by = {(a["decoding"], a["round"]): a for a in agg}
-  n_problems = agg[0]["num_problems"] if agg else 0
+  counts = {t: sorted({a["num_problems"] for a in agg if a["table"] == t})
+            for t in ("table2", "table3", "table7")}
+  n_problems = "; ".join(f"{t.replace('table', 'Table ')}: {'/'.join(map(str, n))}"
+                         for t, n in counts.items() if n)
   lines = ["# AlphaLLM, small scale: Tables 2, 3 and 7", "",
-           f"Task: arithmetic (experiments/quickstart.py recipe); {n_problems} held-out problems; "
+           f"Task: arithmetic (experiments/quickstart.py recipe); held-out problems per table: "
+           f"{n_problems}; "
            f"seeds {', '.join(map(str, seeds))}. Accuracy in %, mean ± std over seeds "
            "(std with ddof 1; 0 for one seed). The paper's numbers (Llama-2-70B on GSM8K / "
            "MATH, from PAPER.md) are for reference only: different model, task and scale.", ""]
@@ -491,6 +503,11 @@ def main(argv: Sequence[str] | None = None) -> None:
   if args.quick:
     seeds = seeds[:1]
   os.makedirs(args.workdir, exist_ok=True)
+  if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    # Seeds after the first load the programs the first one compiled.
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.config.update("jax_compilation_cache_dir", os.path.join(args.workdir, ".jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
   obj = run(args.workdir, seeds, quick=args.quick)
   print(f"wrote {os.path.join(args.workdir, 'results.md')} "
         f"({len(obj['rows'])} rows; seconds per seed: "

@@ -1,5 +1,6 @@
 """``python -m alphallm.paper_small --quick``: tables, rows and plots."""
 
+import dataclasses
 import json
 import os
 
@@ -40,3 +41,13 @@ def test_aggregate_mean_and_std_over_seeds():
   (a,) = paper_small.aggregate(rows)
   assert a["accuracy_mean"] == 0.5 and abs(a["accuracy_std"] - 0.3535534) < 1e-6
   assert a["seeds"] == [0, 1]
+
+
+def test_tables_subset_keeps_the_first_eval_problems():
+  @dataclasses.dataclass
+  class Ctx:
+    eval_problems: list
+
+  ctx = Ctx(list(range(10)))
+  assert paper_small._subset(ctx, 4).eval_problems == [0, 1, 2, 3]  # pylint: disable=protected-access
+  assert paper_small._subset(ctx, 0) is ctx and paper_small._subset(ctx, 20) is ctx  # pylint: disable=protected-access
