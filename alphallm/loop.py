@@ -531,6 +531,8 @@ def _search_shard(ctx: Context, round_: int, shard: int, params, search, crit_pa
   # Same argument list as the decoder's call, so the compiled search is reused.
   out = search(params, ids, mask, ctx.rng("search", round_, shard), crit_params, None)
   t = selection.TreeArrays(out)
+  root = jax.device_get((out.tree.embeddings.cand_tokens[:, 0], out.tree.embeddings.cand_len[:, 0],
+                         out.tree.embeddings.child_valid[:, 0]))
   nodes = selection.select_nodes(t, lc.select, tokenizer=tok, extract_answer=task.extract_answer)
   tokens, lengths, terminal = selection.node_completions(t, nodes)
   records = []
@@ -548,20 +550,20 @@ def _search_shard(ctx: Context, round_: int, shard: int, params, search, crit_pa
         kept=kept, prompt_tokens=int(mask[b].sum()), completion_tokens=int(lengths[b]),
         generated_tokens=float(out.tokens[b]), forward_passes=float(out.forward_passes[b]),
         extra={"action_weights": np.asarray(out.action_weights[b]).tolist(),
-               "root_options": _root_options(t, b, tok)}))
+               "root_options": _root_options(*(x[b] for x in root), tok)}))
   return records
 
 
-def _root_options(t: selection.TreeArrays, b: int, tok: Tokenizer) -> list[str | None]:
-  """Text of the root's children (None where masked or unexpanded), for distillation."""
-  out = []
-  for a in range(t.children_index.shape[-1]):
-    child = t.children_index[b, 0, a]
-    if child < 0 or not t.child_valid[b, 0, a]:
-      out.append(None)
-      continue
-    out.append(tok.decode(t.tokens[b, child, :t.length[b, child]]))
-  return out
+def _root_options(cand_tokens: np.ndarray, cand_len: np.ndarray, valid: np.ndarray,
+                  tok: Tokenizer) -> list[str | None]:
+  """Text of each root action's option (None where masked), for distillation.
+
+  Read from the root's candidates (``cand_tokens [A, O]``, ``cand_len [A]``,
+  ``valid [A]``), so an action the search never expanded, which still has
+  weight in mctx's improved policy, keeps its text.
+  """
+  return [tok.decode(cand_tokens[a, :cand_len[a]]) if valid[a] else None
+          for a in range(cand_tokens.shape[0])]
 
 
 def improve_round(ctx: Context, round_: int, prev_params) -> Any:

@@ -102,3 +102,18 @@ def test_unknown_task_and_bad_knob_are_clear():
     c.task.knobs.max_opz = 3
   with pytest.raises(ValueError, match="max_opz"):
     experiment.build_task(c)
+
+
+def test_root_options_include_unexpanded_actions():
+  from alphallm import loop  # pylint: disable=import-outside-toplevel
+  from alphallm.tokenizer import CharTokenizer  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  tok = CharTokenizer()
+  opts = ["1+2=3\n", "1+2=4\n", "9*9=81\n"]
+  cand = np.zeros((3, 8), np.int32)
+  for a, text in enumerate(opts):
+    cand[a, :len(text)] = tok.encode(text)
+  lens = np.array([len(o) for o in opts])
+  valid = np.array([True, False, True])
+  # Whether a child was expanded does not matter: the text comes from the candidates.
+  assert loop._root_options(cand, lens, valid, tok) == [opts[0], None, opts[2]]  # pylint: disable=protected-access
