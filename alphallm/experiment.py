@@ -42,6 +42,7 @@ from alphallm import imagination
 from alphallm import io_utils
 from alphallm import metrics as metrics_lib
 from alphallm import model as model_lib
+from alphallm import prompts
 from alphallm import sharding
 from alphallm import train
 from alphallm import workdir as workdir_lib
@@ -96,9 +97,6 @@ _SECTION_KEYS = {
 # Keys of the paper configs that name a feature the loop does not have: an
 # error whenever they are set (a false / empty value is accepted and inert).
 _UNSUPPORTED = {
-    "model.prompt_wrapper": (
-        "wrapping the task's prompts in a model's instruction template is not wired into "
-        "alphallm.loop (every phase encodes task.prompt(problem) as is)"),
     "model.rollout_checkpoint": (
         "eta-MCTS's fast rollouts use the policy itself: alphallm.search.mcts has no "
         "separate rollout model; set it to ''"),
@@ -178,6 +176,9 @@ def _check_paper_keys(config, n: int) -> None:
     min_size = _get(config, "sharding.min_size", 0)
     if not isinstance(min_size, int) or min_size < 0:
       raise ValueError(f"config.sharding.min_size must be an int >= 0, got {min_size!r}")
+  wrapper = _get(config, "model.prompt_wrapper")
+  if wrapper:
+    prompts.resolve_template(wrapper)
   search_dtype = _get(config, "model.search_dtype")
   if search_dtype:
     try:
@@ -315,7 +316,9 @@ def build_tokenizer(config) -> Tokenizer:
 
 
 def build_task(config) -> Task:
-  return get_task(config.task.name, **config.task.knobs.to_dict())
+  """``config.task``'s task, its prompts in ``config.model.prompt_wrapper``'s template."""
+  task = get_task(config.task.name, **config.task.knobs.to_dict())
+  return prompts.wrap_task(task, _get(config, "model.prompt_wrapper"))
 
 
 def build_eval_task(config, task: Task) -> Task:
@@ -327,7 +330,8 @@ def build_eval_task(config, task: Task) -> Task:
   knobs = _get(config, "task.eval_knobs")
   if knobs is None:
     return task
-  eval_task = get_task(config.task.name, **knobs.to_dict())
+  eval_task = prompts.wrap_task(get_task(config.task.name, **knobs.to_dict()),
+                                _get(config, "model.prompt_wrapper"))
   for attr in ("step_delimiter", "answer_prefix"):
     if getattr(eval_task, attr) != getattr(task, attr):
       raise ValueError(

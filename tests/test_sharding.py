@@ -11,6 +11,7 @@ from jax.sharding import AxisType, Mesh, PartitionSpec as P
 
 from alphallm import data
 from alphallm import distributed
+from alphallm import experiment
 from alphallm import hf_import
 from alphallm import sharding
 from alphallm import testing
@@ -327,7 +328,7 @@ def _config(name):
 
 
 @pytest.mark.parametrize("name,c,c_min_root,c_min,rounds,prompts", [
-    ("gsm8k_llama2_70b", 1.5, 40, 2, 2, (6400, 7900)),
+    ("gsm8k_llama2_70b", 1.5, 40, 2, 2, (2800, 2800)),
     ("math_wizardmath_70b", 1.0, 20, 3, 1, (5900,)),
 ])
 def test_paper_configs(name, c, c_min_root, c_min, rounds, prompts):
@@ -351,6 +352,14 @@ def test_paper_configs(name, c, c_min_root, c_min, rounds, prompts):
   assert cfg.task.name == name.split("_")[0]
   assert cfg.model.checkpoint.startswith("/path/to/") and cfg.model.tokenizer
   assert cfg.sharding.strategy == "fsdp" and tuple(cfg.sharding.mesh_shape) == (1, -1)
+  # Every key is one the loop reads, with values it supports; the splits fit the train set.
+  experiment._check_keys(cfg)          # pylint: disable=protected-access
+  experiment._check_imagination(cfg)   # pylint: disable=protected-access
+  if cfg.task.name == "gsm8k":
+    train_size = module.GSM8K_TRAIN - module.NUM_SHOTS
+  else:
+    train_size = module.MATH_TRAIN
+  assert cfg.data.num_demos + cfg.critics.num_problems + sum(prompts) <= 0.98 * train_size
 
   # The docstring's numbers are the ones the code computes.
   doc = " ".join(module.__doc__.split())          # line breaks as spaces

@@ -16,12 +16,18 @@ nothing is downloaded. GSM8K is read from ``<repo>/../shared/data/gsm8k`` or
 
 Recipe (PAPER.md): policy Llama-2-70b (4-shot prompts, no warm-start SFT);
 critics (value, PRM, ORM) trained once on 50 policy trajectories per prompt,
-lr 1e-6, one epoch; 2 rounds of self-improvement on 6.4k then 7.9k imagined
-prompts, searched by option-level eta-MCTS with Table 5's "GSM8K large"
+lr 1e-6, one epoch; 2 rounds of self-improvement, searched by option-level eta-MCTS with Table 5's "GSM8K large"
 parameters (c 1.5, alpha 1.0, c_max(0) 60, c_max(t>0) 10, c_min(0) 40,
 c_min(t>0) 2), fast rollouts n=4, node-score weights all 1.0; SFT on the kept
 trajectories for up to 3 epochs, batch 128, lr 5e-6 decaying to 1e-6, 10%
-linear warm-up.
+linear warm-up. The shared recipe is built in ``experiments/paper/common.py``.
+
+Departure from the paper: its rounds search 6.4k then 7.9k new questions
+imagined by an LLM. GSM8K has no rule-based rewrite and no solver to answer a
+new question, so here each round searches 2.8k train questions held out from
+the seed split (64), the critic data (1.6k) and the other round
+(``loop.imagination_mix = dict(held_out=1.0)``): rejection-sampling
+fine-tuning on real questions.
 
 Memory, from the parameter count (``alphallm.sharding``; GB = 1e9 bytes).
 Llama-2-70b has P = 68.98e9 parameters (L=80, D=8192, 64 query / 8 kv heads
@@ -55,54 +61,43 @@ Hardware: training needs a TPU v5p-64 or v4-128 pod slice (multi-host) or
 
 Config keys beyond quickstart.py's layout (read by the HF-checkpoint loop):
 ``model.checkpoint``, ``model.tokenizer``, ``model.search_dtype``,
-``model.rollout_checkpoint``, ``sharding.*``, ``task.eval_knobs``,
+``sharding.*``, ``task.eval_knobs``,
 ``sft.enabled``, ``sft.end_learning_rate``, ``critics.checkpoint``,
 ``loop.round_prompts``, ``loop.sft.epochs``, ``loop.sft.end_learning_rate``.
 """
 
-import math
+import importlib.util
+import os
 
 import ml_collections
 
-from alphallm.critics import default_critic_config
-from alphallm.search.mcts import default_search_config
+
+def _load_common():
+  """``common.py`` beside this file (configs are loaded by path, not as a package)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py")
+  spec = importlib.util.spec_from_file_location("_alphallm_paper_common", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+common = _load_common()
 
 GSM8K_TRAIN = 7473          # problems in GSM8K's train split
 GSM8K_TEST = 1319           # ... and test split
 NUM_SHOTS = 4
-ROUND_PROMPTS = (6400, 7900)  # imagined prompts of rounds 1 and 2 (paper: 6.4k, 7.9k)
-SFT_BATCH = 128
-SFT_EPOCHS = 3
-TRAJECTORIES_PER_PROMPT = 50  # critic data (paper)
+NUM_SEEDS = 64              # the seed split ("demonstrations"; SFT data when sft.enabled)
+CRITIC_PROBLEMS = 1600      # prompts of the critics' training trajectories
+ROUND_PROMPTS = (2800, 2800)  # held-out questions per round (paper: 6.4k, 7.9k imagined)
 PROMPT_SLOTS = 768           # 4-shot prompts: up to ~2.1k characters, ~700 Llama tokens
 COMPLETION_SLOTS = 384       # the longest GSM8K solution is ~750 characters
-
-# Llama-2-13b, the critics' trunk (the paper: "13B was enough" for the value function).
-LLAMA2_13B = dict(num_layers=40, embed_dim=5120, num_heads=40, num_kv_heads=40, head_dim=128,
-                  mlp_dim=13824, rope_theta=10_000.0, norm_eps=1e-5, tie_embeddings=False,
-                  dtype="bfloat16", param_dtype="float32")
-
-
-def _sft(examples: int, checkpoint_every: int) -> ml_collections.ConfigDict:
-  """SFT: up to 3 epochs, batch 128, lr 5e-6 -> 1e-6, 10% linear warm-up."""
-  steps = math.ceil(SFT_EPOCHS * examples / SFT_BATCH)
-  return ml_collections.ConfigDict(dict(
-      steps=steps, epochs=SFT_EPOCHS, batch_size=SFT_BATCH, learning_rate=5e-6,
-      end_learning_rate=1e-6, warmup_steps=math.ceil(0.1 * steps), weight_decay=0.0,
-      grad_clip=1.0, value_coef=0.0, checkpoint_every=checkpoint_every, max_to_keep=2,
-      log_every=10))
 
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.num_devices = 0  # 0: all devices.
-
-  # Parameters and optimizer state sharded over all devices (alphallm.sharding).
-  c.sharding = ml_collections.ConfigDict(dict(
-      strategy="fsdp",       # "data_parallel" only for models that fit one device
-      mesh_shape=(1, -1),    # (data, fsdp): every device holds 1/n of the model
-      min_size=2 ** 16))     # smaller tensors are replicated
+  c.sharding = common.sharding()
 
   # GSM8K, 4-shot "Q: ... / The answer is N." prompts for the base model.
   c.task = ml_collections.ConfigDict()
@@ -116,94 +111,23 @@ def get_config() -> ml_collections.ConfigDict:
       answer_line="sentence", calculator_annotations=False))
 
   c.data = ml_collections.ConfigDict()
-  c.data.num_demos = GSM8K_TRAIN - NUM_SHOTS   # seed problems: the train split, shots excluded
+  c.data.num_demos = NUM_SEEDS
   c.data.num_eval = GSM8K_TEST
   c.data.seq_len = PROMPT_SLOTS + COMPLETION_SLOTS
 
-  c.model = ml_collections.ConfigDict(dict(
-      checkpoint="/path/to/Llama-2-70b-hf",   # HF directory, provided by the user
-      tokenizer="/path/to/Llama-2-70b-hf",    # tokenizer.json or tokenizer.model (dir or file)
-      dtype="bfloat16",                        # compute
-      param_dtype="float32",                   # master weights for training
-      search_dtype="bfloat16",                 # weights cast for search / decoding
-      rollout_checkpoint=""))                  # smaller fast-rollout policy; "": the policy
+  c.model = common.model("/path/to/Llama-2-70b-hf")
 
-  # Round-0 SFT on the train split. The paper starts from the base model
-  # (enabled=False); enabled=True gives Table 2's "SFT on 7.5k" baseline.
-  c.sft = _sft(c.data.num_demos, checkpoint_every=50)
+  # Round-0 SFT on the seed split. The paper starts from the base model
+  # (enabled=False); Table 2's "SFT on 7.5k" baseline needs num_demos = 7469.
+  c.sft = common.sft(c.data.num_demos)
   c.sft.enabled = False
 
-  # Critics: value function, PRM and ORM, trained once on round-0 policy samples.
-  c.critics = ml_collections.ConfigDict()
-  c.critics.kinds = ("value", "prm", "orm")
-  c.critics.checkpoint = "/path/to/Llama-2-13b-hf"  # the critics' initial trunk
-  c.critics.num_problems = c.data.num_demos
-  c.critics.num_calibration_problems = 500
-  c.critics.critic = default_critic_config()
-  c.critics.critic.shared_trunk = False
-  c.critics.critic.model = dict(LLAMA2_13B)
-  c.critics.critic.seq_len = c.data.seq_len
-  c.critics.critic.collect.num_samples = TRAJECTORIES_PER_PROMPT
-  c.critics.critic.collect.temperature = 1.0
-  c.critics.critic.collect.max_new_tokens = COMPLETION_SLOTS
-  c.critics.critic.collect.mc_rollouts = 8      # PRM labels (Math-Shepherd's N; not in the paper)
-  c.critics.critic.collect.batch_size = 256
-  c.critics.critic.train.learning_rate = 1e-6
-  c.critics.critic.train.warmup_steps = 0
-  c.critics.critic.train.batch_size = 128
-  # One epoch of the value data: one row per trajectory.
-  c.critics.critic.train.steps = math.ceil(
-      c.critics.num_problems * TRAJECTORIES_PER_PROMPT / 128)
-  c.critics.critic.train.checkpoint_every = 500
+  c.critics = common.critics(CRITIC_PROBLEMS, c.data.seq_len, COMPLETION_SLOTS)
 
-  # eta-MCTS, Table 5 "GSM8K large".
-  c.search = default_search_config()
-  c.search.policy = "puct"             # UCT-style selection with exploration constant c
-  c.search.pb_c_init = 1.5             # c
-  c.search.dirichlet_fraction = 0.0    # no root noise in the paper
-  c.search.granularity = "option"      # an option is one line
-  c.search.num_simulations = 230       # Table 7's best GSM8K budget (230 rollouts: 88.9%)
-  c.search.max_option_len = 64
-  c.search.max_completion_len = COMPLETION_SLOTS
-  c.search.temperature = 1.0
-  c.search.prior = "count"
-  c.search.adaptive_branching.enabled = True
-  c.search.adaptive_branching.alpha = 1.0
-  c.search.adaptive_branching.c_max_root = 60
-  c.search.adaptive_branching.c_max = 10
-  c.search.adaptive_branching.c_min_root = 40
-  c.search.adaptive_branching.c_min = 2
-  c.search.num_actions = 60            # tree width when adaptive branching is off
-  c.search.merge.enabled = True
-  # In tokens. The paper's best is edit distance 50 (unit not stated; ~50 characters
-  # at ~4 characters per Llama token).
-  c.search.merge.threshold = 12
-  c.search.rollout.enabled = True
-  c.search.rollout.num_rollouts = 4
-  c.search.rollout.max_len = COMPLETION_SLOTS
-  c.search.rollout.temperature = 1.0
-  c.search.weights.value = 1.0
-  c.search.weights.prm = 1.0
-  c.search.weights.orm = 1.0
-  c.search.answer_selection = "best_leaf"
-
-  c.eval = ml_collections.ConfigDict(dict(
-      methods=("greedy", "self_consistency@50", "mcts"),
-      batch_size=32, search_batch_size=4, max_new_tokens=COMPLETION_SLOTS, temperature=1.0))
-
-  # Two rounds of self-improvement.
-  c.loop = ml_collections.ConfigDict()
-  c.loop.rounds = len(ROUND_PROMPTS)
-  c.loop.prompts_per_round = ROUND_PROMPTS[0]
-  c.loop.round_prompts = ROUND_PROMPTS   # per-round sizes (6.4k, 7.9k)
-  c.loop.imagination_mix = dict(perturb=0.5, backward=0.5)  # MetaMath-like
-  c.loop.search_batch_size = 4
-  c.loop.select = "best_leaf"            # the best critic score at the leaf
-  c.loop.filter_by = "orm"               # keep it if its ORM score >= gamma
-  c.loop.gamma = 0.5
-  c.loop.cumulative = False              # round k fine-tunes pi^(k-1) on round k's data
-  c.loop.include_demos = False
-  c.loop.distill = False
-  c.loop.distill_weight = 1.0
-  c.loop.sft = _sft(ROUND_PROMPTS[0], checkpoint_every=50)
+  # eta-MCTS, Table 5 "GSM8K large"; an option is one line. 230 simulations:
+  # Table 7's best GSM8K budget (230 rollouts: 88.9%).
+  c.search = common.search(c=1.5, c_min_root=40, c_min=2, num_simulations=230,
+                           max_option_len=64, completion_slots=COMPLETION_SLOTS)
+  c.eval = common.evaluation(COMPLETION_SLOTS)
+  c.loop = common.loop(ROUND_PROMPTS)
   return c
