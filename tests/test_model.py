@@ -104,3 +104,23 @@ def test_bad_config_errors_name_the_field():
     testing.tiny_config(embed_dim=0)
   with pytest.raises(ValueError, match="bogus"):
     model_lib.TransformerConfig.from_dict({"vocab_size": 5, "bogus": 1})
+
+
+def test_remat_changes_neither_parameters_nor_outputs_nor_gradients(setup):
+  cfg, params = setup
+  remat = dataclasses.replace(cfg, remat=True)
+  assert jax.tree.structure(model_lib.init_params(remat, jax.random.key(0))) == \
+      jax.tree.structure(params)
+  tokens = jax.random.randint(jax.random.key(1), (2, 9), 3, 40)
+
+  def loss(p, c):
+    out = model_lib.Transformer(c).apply({"params": p}, tokens)
+    return jnp.mean(jax.nn.log_softmax(out.logits)[..., 0]) + jnp.mean(out.values)
+
+  (l0, g0), (l1, g1) = (jax.value_and_grad(loss)(params, c) for c in (cfg, remat))
+  np.testing.assert_allclose(l0, l1, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  # The backward pass of the remat model recomputes the blocks: its jaxpr has checkpoints.
+  assert "checkpoint" in str(jax.make_jaxpr(jax.grad(loss), static_argnums=1)(params, remat)) \
+      or "remat" in str(jax.make_jaxpr(jax.grad(loss), static_argnums=1)(params, remat))

@@ -48,6 +48,7 @@ def model(checkpoint: str, **extra) -> ml_collections.ConfigDict:
       dtype="bfloat16",           # compute
       param_dtype="float32",      # master weights for training
       search_dtype="bfloat16",    # weights cast for search / decoding
+      remat=True,                 # per-block rematerialisation: 70B activations fit
       rollout_checkpoint="",      # a smaller fast-rollout policy is not supported: the policy
       **extra))
 

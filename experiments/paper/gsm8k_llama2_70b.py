@@ -43,8 +43,8 @@ of 128, F=28672, V=32000, untied; + 8193 for the value head):
 * activations of one 1152-token training row (bfloat16, ~L x (34 D + 5 N S)
   bytes per token without rematerialisation): 80 x (34 x 8192 + 5 x 64 x
   1152) x 1152 = 59.6 GB, so training needs per-block rematerialisation
-  (~L x 2 D bytes per token kept: 1.51 GB per row), which alphallm.model
-  does not have yet;
+  (~L x 2 D bytes per token kept: 1.51 GB per row): ``model.remat = True``
+  (set by ``common.model``);
 * inference-only search: the bfloat16 weights (137.95 GB) + the KV cache,
   327,680 B (320 KiB) per token (2 x L x K x H x 2 B). One problem searched
   with these settings (``sharding.search_memory_bytes``: 231 nodes keeping
