@@ -249,14 +249,15 @@ def score_fn(config: model_lib.TransformerConfig) -> CriticFn:
 
 @functools.lru_cache(maxsize=None)
 def values_fn(config: model_lib.TransformerConfig
-              ) -> Callable[[Any, Int[Array, "N T"]], Float[Array, "N T"]]:
-  """Jitted ``values(params, tokens [N, T]) -> [N, T]``: the value head at every
-  position of right-padded rows (PAD = 0), as ``train.loss_sums`` sees them."""
+              ) -> Callable[[Any, Int[Array, "N T"], Bool[Array, "N T"]], Float[Array, "N T"]]:
+  """Jitted ``values(params, tokens [N, T], mask [N, T]) -> [N, T]``: the value head at
+  every position of right-padded rows (``mask`` True on real tokens, the data's
+  ``token_mask``), as ``train.loss_sums`` sees them."""
   model = model_lib.Transformer(config)
 
   @jax.jit
-  def values(params, tokens):
-    mask = tokens != 0
+  def values(params, tokens, mask):
+    mask = mask.astype(bool)
     return model.apply({"params": params}, tokens, model_lib.default_positions(mask), mask).values
 
   return values
@@ -333,13 +334,15 @@ def encode_for_scoring(tokenizer: Tokenizer, prompts: Sequence[str], completions
           + ([tokenizer.eos_id] if add_eos else []) for p, c in zip(prompts, completions)]
   length = max(len(r) for r in rows) if length is None else length
   tokens = np.full((len(rows), length), tokenizer.pad_id, np.int32)
+  mask = np.zeros((len(rows), length), bool)
   for i, row in enumerate(rows):
     if len(row) > length:
       raise data_lib.SequenceTooLongError(
           f"sequence {i} has {len(row)} tokens, more than length={length}: "
           f"{(prompts[i] + completions[i])[:100]!r}")
     tokens[i, :len(row)] = row
-  return tokens, tokens != tokenizer.pad_id
+    mask[i, :len(row)] = True
+  return tokens, mask
 
 
 def _fixed_batches(n: int, batch_size: int):
@@ -371,12 +374,13 @@ def dataset_scores(critic: Critic, dataset: Mapping[str, np.ndarray], batch_size
   one per step, on a value encoding one per prefix state.
   """
   tokens = np.asarray(dataset["tokens"])
+  mask = data_lib.batch_token_mask(dataset)
   vmask = np.asarray(dataset["value_mask"]) > 0
   values = np.zeros(tokens.shape, np.float32)
   fn = values_fn(critic.config)
   for start, idx in _fixed_batches(len(tokens), batch_size):
     real = min(batch_size, len(tokens) - start)
-    values[start:start + real] = np.asarray(fn(critic.params, tokens[idx]))[:real]
+    values[start:start + real] = np.asarray(fn(critic.params, tokens[idx], mask[idx]))[:real]
   return values[vmask], np.asarray(dataset["value_target"], np.float32)[vmask]
 
 
@@ -447,7 +451,8 @@ class PolicySampler:
       out = sampling.generate(self.params, self.config, ids[idx], mask[idx],
                               jax.random.fold_in(rng, start),
                               max_new_tokens=self.max_new_tokens, temperature=temperature,
-                              top_k=self.top_k, stop_tokens=stop)
+                              top_k=self.top_k, stop_tokens=stop,
+                              pad_id=self.tokenizer.pad_id)
       real = min(self.batch_size, len(prompts) - start)
       tokens, lengths = jax.device_get((out.tokens, out.lengths))
       texts.extend(sampling.decode_completions(self.tokenizer, tokens[:real]))
@@ -768,5 +773,5 @@ def evaluate_critic(critic: Critic, dataset: Mapping[str, np.ndarray], *, batch_
   scores, targets = dataset_scores(critic, dataset, batch_size)
   out = calibration(scores, targets, threshold=threshold, num_bins=num_bins)
   out["mse"] = float(np.mean((scores - targets) ** 2))
-  out["forward_passes"] = int((np.asarray(dataset["tokens"]) != 0).sum())
+  out["forward_passes"] = int(data_lib.batch_token_mask(dataset).sum())
   return out

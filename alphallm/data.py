@@ -1,8 +1,11 @@
 """From (prompt, completion) text pairs to fixed-shape training batches.
 
 A training example is ``BOS + prompt + completion + EOS``, right-padded to
-``seq_len``. The loss mask selects the completion and its EOS: the policy is
-trained on ``log pi(y | x)`` only, as in the paper's SFT.
+``seq_len`` with the tokenizer's PAD. The loss mask selects the completion and
+its EOS: the policy is trained on ``log pi(y | x)`` only, as in the paper's
+SFT. The token mask says which tokens are real (BOS through EOS): it, not the
+PAD id, is what the model attends to, since a tokenizer's PAD may be its EOS
+(``alphallm.hf_tokenizer``).
 
 Batches are a pure function of ``(seed, step)`` (``batch_at``), so a resumed
 run reads exactly the batches an uninterrupted one would have read.
@@ -14,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from alphallm.tokenizer import Tokenizer
+from alphallm.tokenizer import PAD_ID, Tokenizer
 
 
 class SequenceTooLongError(ValueError):
@@ -41,8 +44,9 @@ def encode_examples(tokenizer: Tokenizer, prompts: Sequence[str], completions: S
       source samples from it.
 
   Returns:
-    ``tokens [N, T] int32``, ``loss_mask [N, T] float32`` (1 on completion
-    tokens and EOS, ``prompt_loss_weight`` on prompt tokens after BOS), and
+    ``tokens [N, T] int32``, ``token_mask [N, T] bool`` (True from BOS to the
+    last token), ``loss_mask [N, T] float32`` (1 on completion tokens and EOS,
+    ``prompt_loss_weight`` on prompt tokens after BOS), and
     ``value_target``/``value_mask [N, T] float32``.
   """
   if not 0.0 <= prompt_loss_weight <= 1.0:
@@ -53,6 +57,7 @@ def encode_examples(tokenizer: Tokenizer, prompts: Sequence[str], completions: S
     raise ValueError("encode_examples: no examples (empty dataset or split)")
   n = len(prompts)
   tokens = np.full((n, seq_len), tokenizer.pad_id, np.int32)
+  token_mask = np.zeros((n, seq_len), bool)
   loss_mask = np.zeros((n, seq_len), np.float32)
   value_target = np.zeros((n, seq_len), np.float32)
   value_mask = np.zeros((n, seq_len), np.float32)
@@ -64,6 +69,7 @@ def encode_examples(tokenizer: Tokenizer, prompts: Sequence[str], completions: S
           f"example {i} has {len(p) + len(c)} tokens, more than seq_len={seq_len}: "
           f"{(prompt + completion)[:100]!r}")
     tokens[i, :len(p) + len(c)] = p + c
+    token_mask[i, :len(p) + len(c)] = True
     loss_mask[i, 1:len(p)] = prompt_loss_weight
     loss_mask[i, len(p):len(p) + len(c)] = 1.0
     if value_targets is not None:
@@ -71,8 +77,20 @@ def encode_examples(tokenizer: Tokenizer, prompts: Sequence[str], completions: S
       # end of the prompt to the end of the completion gets the final outcome.
       value_target[i, len(p) - 1:len(p) + len(c)] = value_targets[i]
       value_mask[i, len(p) - 1:len(p) + len(c)] = 1.0
-  return {"tokens": tokens, "loss_mask": loss_mask, "value_target": value_target,
-          "value_mask": value_mask}
+  return {"tokens": tokens, "token_mask": token_mask, "loss_mask": loss_mask,
+          "value_target": value_target, "value_mask": value_mask}
+
+
+def batch_token_mask(batch: dict[str, np.ndarray]) -> np.ndarray:
+  """``[N, T] bool``: the real tokens of encoded rows.
+
+  Every ``encode_*`` function here writes ``batch["token_mask"]``; a batch
+  built by hand without it is read as the character tokenizer's
+  (``tokens != PAD_ID``, PAD = 0), which is wrong for other tokenizers.
+  """
+  if "token_mask" in batch:
+    return np.asarray(batch["token_mask"], bool)
+  return np.asarray(batch["tokens"]) != PAD_ID
 
 
 def batch_at(dataset: dict[str, np.ndarray], batch_size: int, step: int, seed: int
@@ -155,6 +173,7 @@ def _encode_row(tokenizer: Tokenizer, prompt: str, pieces: Sequence[str], seq_le
 
 def _empty_rows(tokenizer: Tokenizer, n: int, seq_len: int) -> dict[str, np.ndarray]:
   return {"tokens": np.full((n, seq_len), tokenizer.pad_id, np.int32),
+          "token_mask": np.zeros((n, seq_len), bool),
           "loss_mask": np.zeros((n, seq_len), np.float32),
           "value_target": np.zeros((n, seq_len), np.float32),
           "value_mask": np.zeros((n, seq_len), np.float32)}
@@ -187,8 +206,9 @@ def encode_outcome_examples(tokenizer: Tokenizer, prompts: Sequence[str],
       are also policy targets (``loss_mask``). Default: no policy targets.
 
   Returns:
-    ``tokens [N, T] int32`` and ``loss_mask``/``value_target``/``value_mask``
-    ``[N, T] float32``; ``value_mask`` is 1 at the EOS of each row only.
+    ``tokens [N, T] int32``, ``token_mask [N, T] bool`` and
+    ``loss_mask``/``value_target``/``value_mask`` ``[N, T] float32``;
+    ``value_mask`` is 1 at the EOS of each row only.
   """
   _check_lengths(prompts, completions, "encode_outcome_examples", outcomes=outcomes,
                  policy_targets=policy_targets)
@@ -197,6 +217,7 @@ def encode_outcome_examples(tokenizer: Tokenizer, prompts: Sequence[str],
     p, c, _ = _encode_row(tokenizer, prompt, [completion] if completion else [], seq_len, i)
     end = len(p) + len(c)
     out["tokens"][i, :end] = p + c
+    out["token_mask"][i, :end] = True
     if policy_targets is not None and policy_targets[i]:
       out["loss_mask"][i, len(p):end] = 1.0
     out["value_target"][i, end - 1] = outcomes[i]
@@ -236,8 +257,8 @@ def encode_step_value_examples(tokenizer: Tokenizer, prompts: Sequence[str],
       and EOS are policy targets. Default: none.
 
   Returns:
-    ``tokens [N, T] int32`` and ``loss_mask``/``value_target``/``value_mask``
-    ``[N, T] float32``.
+    ``tokens [N, T] int32``, ``token_mask [N, T] bool`` and
+    ``loss_mask``/``value_target``/``value_mask`` ``[N, T] float32``.
   """
   _check_lengths(prompts, completions, "encode_step_value_examples",
                  step_targets=step_targets, prompt_targets=prompt_targets,
@@ -252,6 +273,7 @@ def encode_step_value_examples(tokenizer: Tokenizer, prompts: Sequence[str],
     p, c, ends = _encode_row(tokenizer, prompt, pieces, seq_len, i)
     end = len(p) + len(c)
     out["tokens"][i, :end] = p + c
+    out["token_mask"][i, :end] = True
     if policy_targets is not None and policy_targets[i]:
       out["loss_mask"][i, len(p):end] = 1.0
     if ends:

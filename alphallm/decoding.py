@@ -30,6 +30,7 @@ from jaxtyping import Array, Float, Int
 
 from alphallm import model as model_lib
 from alphallm import sampling
+from alphallm.tokenizer import EOS_ID, PAD_ID
 
 
 @flax.struct.dataclass
@@ -42,7 +43,7 @@ class DecodeResult:
   selector (``select_*`` below) picks one per problem.
   """
 
-  completions: Int[Array, "B C"]     # chosen completion ids, PAD-padded (may end with EOS)
+  completions: Int[Array, "B C"]     # chosen completion ids, pad_id-padded (may end with EOS)
   forward_passes: Float[Array, "B"]  # per-problem model evaluations (see module doc)
   tokens: Float[Array, "B"]          # per-problem generated tokens
   rollouts: Float[Array, "B"]        # per-problem sampled solutions / expanded nodes
@@ -63,14 +64,18 @@ def sample_accounting(out: sampling.SampleOutput) -> tuple[jax.Array, jax.Array]
 
 
 def make_sampler(config: model_lib.TransformerConfig, max_new_tokens: int, eos_id: int,
-                 temperature: float = 0.0, top_k: int = 0) -> DecodeFn:
-  """Greedy (``temperature == 0``) or temperature/top-k sampling of one solution."""
+                 temperature: float = 0.0, top_k: int = 0, *, pad_id: int = PAD_ID) -> DecodeFn:
+  """Greedy (``temperature == 0``) or temperature/top-k sampling of one solution.
+
+  ``pad_id`` (the tokenizer's PAD) fills the completions after EOS.
+  """
 
   @jax.jit
   def decode(params, prompt, prompt_mask, rng) -> DecodeResult:
     out = sampling.generate(params, config, prompt, prompt_mask, rng,
                             max_new_tokens=max_new_tokens, temperature=temperature,
-                            top_k=top_k, stop_tokens=jnp.array([eos_id], jnp.int32))
+                            top_k=top_k, stop_tokens=jnp.array([eos_id], jnp.int32),
+                            pad_id=pad_id)
     fwd, toks = sample_accounting(out)
     return DecodeResult(completions=out.tokens, forward_passes=fwd, tokens=toks,
                         rollouts=jnp.ones_like(fwd))
@@ -80,13 +85,14 @@ def make_sampler(config: model_lib.TransformerConfig, max_new_tokens: int, eos_i
 
 def make_multi_sampler(config: model_lib.TransformerConfig, num_samples: int,
                        max_new_tokens: int, eos_id: int, temperature: float = 1.0,
-                       top_k: int = 0) -> DecodeFn:
+                       top_k: int = 0, *, pad_id: int = PAD_ID) -> DecodeFn:
   """N independent samples per problem, each scored by the value head.
 
   The score of a candidate is the value head at its last generated token,
   which the sampler computes anyway: re-ranking by it costs no extra pass.
   ``completions`` holds the first sample; use a host-side selector
   (self-consistency: ``select_majority``; best-of-N: ``select_max_score``).
+  ``pad_id`` (the tokenizer's PAD) fills the candidates after EOS.
   """
   n = num_samples
 
@@ -96,7 +102,8 @@ def make_multi_sampler(config: model_lib.TransformerConfig, num_samples: int,
     rep, rep_mask = repeat_prompts(prompt, prompt_mask, n)
     out = sampling.generate(params, config, rep, rep_mask, rng,
                             max_new_tokens=max_new_tokens, temperature=temperature,
-                            top_k=top_k, stop_tokens=jnp.array([eos_id], jnp.int32))
+                            top_k=top_k, stop_tokens=jnp.array([eos_id], jnp.int32),
+                            pad_id=pad_id)
     fwd, toks = sample_accounting(out)
     last = jnp.maximum(out.lengths - 1, 0)
     scores = jnp.take_along_axis(out.values, last[:, None], axis=1)[:, 0]
@@ -158,22 +165,26 @@ def repeat_prompts(prompt: jax.Array, prompt_mask: jax.Array, n: int
   return jnp.repeat(prompt, n, axis=0), jnp.repeat(prompt_mask, n, axis=0)
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
+@functools.partial(jax.jit, static_argnames=("config", "pad_id", "eos_id"))
 def score_completions(params, config: model_lib.TransformerConfig, prompt: jax.Array,
-                      prompt_mask: jax.Array, completions: jax.Array
-                      ) -> tuple[Float[Array, "B"], Float[Array, "B"]]:
+                      prompt_mask: jax.Array, completions: jax.Array, *, pad_id: int = PAD_ID,
+                      eos_id: int = EOS_ID) -> tuple[Float[Array, "B"], Float[Array, "B"]]:
   """Value-head score of each completion and its total log-probability.
 
   Re-encodes ``prompt ++ completion`` (``[B, P + C]``) in one pass. The score
-  is the value head at the completion's last real token.
+  is the value head at the completion's last real token. ``completions`` are
+  ``DecodeResult.completions``: their real tokens are told by
+  ``sampling.completion_mask`` with the tokenizer's ``pad_id`` and
+  ``eos_id`` (static), which keeps the EOS even when the two are one id.
   """
+  real = sampling.completion_mask(completions, pad_id, eos_id)
   seq = jnp.concatenate([prompt, completions], axis=1)
-  mask = jnp.concatenate([prompt_mask, completions != 0], axis=1)
+  mask = jnp.concatenate([prompt_mask, real], axis=1)
   out = model_lib.Transformer(config).apply(
       {"params": params}, seq, model_lib.default_positions(mask), mask)
   p = prompt.shape[1]
-  last = p - 1 + (completions != 0).sum(axis=1)
+  last = p - 1 + real.sum(axis=1)
   value = jnp.take_along_axis(out.values, last[:, None], axis=1)[:, 0]
   logp = jax.nn.log_softmax(out.logits[:, p - 1:-1])
   tok_logp = jnp.take_along_axis(logp, completions[..., None], axis=-1)[..., 0]
-  return value, (tok_logp * (completions != 0)).sum(axis=1)
+  return value, (tok_logp * real).sum(axis=1)

@@ -47,7 +47,7 @@ from alphallm import sharding
 from alphallm import train
 from alphallm import workdir as workdir_lib
 from alphallm.tasks import Problem, Task, get_task
-from alphallm.tokenizer import BOS_ID, PAD_ID, CharTokenizer, Tokenizer
+from alphallm.tokenizer import CharTokenizer, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def _model_keys(config) -> tuple[str, ...]:
                if f.name not in _MODEL_DERIVED_KEYS)
   if not _get(config, "model.checkpoint"):
     return arch + _MODEL_EXTRA_KEYS
-  return ("dtype", "param_dtype") + _MODEL_EXTRA_KEYS
+  return ("dtype", "param_dtype", "remat") + _MODEL_EXTRA_KEYS
 
 
 def _check_keys(config) -> None:
@@ -295,23 +295,32 @@ def num_devices(config) -> int:
 def build_tokenizer(config) -> Tokenizer:
   """``config.model.tokenizer`` (a tokenizer.json / tokenizer.model) or ``CharTokenizer``.
 
+  Any special ids work: sampling, search and training take PAD, BOS and EOS
+  from the tokenizer (``pad_id`` / ``bos_id`` arguments, explicit masks). The
+  ids are chosen as ``alphallm.hf_tokenizer`` documents: EOS is required; a
+  tokenizer without a BOS uses its EOS (Qwen2), one without a PAD its UNK,
+  else its EOS (Llama-3). PAD may thus equal EOS: no mask is derived from
+  ``tokens != pad_id``, and token-level search keeps EOS reachable.
+
   Raises:
-    ValueError: naming the tokenizer and its ids, when its PAD or BOS id is
-      not the one ``alphallm.sampling``, ``alphallm.search`` and
-      ``train.loss_sums`` assume (``tokenizer.PAD_ID``, ``tokenizer.BOS_ID``).
+    ValueError: naming ``config.model.tokenizer``, when the tokenizer has no
+      EOS token (nothing to stop at, nor for PAD / BOS to fall back on), or
+      a special id that is not an id of its vocabulary.
   """
   path = _get(config, "model.tokenizer")
   if not path:
     return CharTokenizer()
-  tok = hf_tokenizer.load_tokenizer(path)
-  if (tok.pad_id, tok.bos_id) != (PAD_ID, BOS_ID) or tok.eos_id in (PAD_ID, BOS_ID):
-    raise ValueError(
-        f"config.model.tokenizer={path!r}: the tokenizer has pad id {tok.pad_id}, bos id "
-        f"{tok.bos_id}, eos id {tok.eos_id}, but sampling, search and training hard-code "
-        f"pad={PAD_ID} and bos={BOS_ID} (alphallm.tokenizer.PAD_ID / BOS_ID) and need an eos "
-        "distinct from both: such a tokenizer would be padded and masked wrongly. Llama-2's "
-        "tokenizer (unk 0 as pad, bos 1, eos 2) fits; see alphallm.hf_tokenizer for how the "
-        "ids are chosen")
+  try:
+    tok = hf_tokenizer.load_tokenizer(path)
+  except hf_tokenizer.SpecialTokenError as e:
+    raise hf_tokenizer.SpecialTokenError(f"config.model.tokenizer={path!r}: {e}") from e
+  for name in ("pad_id", "bos_id", "eos_id"):
+    value = getattr(tok, name, None)
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+        0 <= value < tok.vocab_size):
+      raise ValueError(
+          f"config.model.tokenizer={path!r}: the tokenizer's {name} is {value!r}, not an id "
+          f"in [0, {tok.vocab_size}); see alphallm.hf_tokenizer for how the ids are chosen")
   return tok
 
 
@@ -361,6 +370,7 @@ def build_model_config(config, tokenizer: Tokenizer) -> model_lib.TransformerCon
   file = os.path.join(ckpt, hf_import.CONFIG_FILE)
   cfg = hf_import.config_from_hf(hf_import.read_hf_config(ckpt), dtype=m.get("dtype", "float32"),
                                  param_dtype=m.get("param_dtype", None))
+  cfg = dataclasses.replace(cfg, remat=bool(m.get("remat", False)))
   if cfg.vocab_size < tokenizer.vocab_size:
     raise ValueError(f"{file}: vocab_size={cfg.vocab_size} is smaller than the "
                      f"{tokenizer.vocab_size} ids of config.model.tokenizer="
@@ -400,7 +410,7 @@ def initial_policy(config, model_cfg: model_lib.TransformerConfig, mesh) -> Any:
   loaded_cfg, params = hf_import.load_hf_checkpoint(
       ckpt, dtype=model_cfg.dtype, param_dtype=model_cfg.param_dtype, sharding=placement,
       vocab_size=model_cfg.vocab_size)
-  if loaded_cfg != model_cfg:
+  if dataclasses.replace(loaded_cfg, remat=model_cfg.remat) != model_cfg:
     raise ValueError(f"{ckpt}: the checkpoint's config changed while the run was starting "
                      f"({loaded_cfg} != {model_cfg})")
   return params
@@ -461,14 +471,16 @@ def decoding_methods(config, model_cfg: model_lib.TransformerConfig, tokenizer: 
   for spec in ev.methods:
     base, _, n = spec.partition("@")
     if spec == "greedy":
-      methods[spec] = (decoding.make_sampler(model_cfg, ev.max_new_tokens, tokenizer.eos_id),
-                       None)
+      methods[spec] = (decoding.make_sampler(model_cfg, ev.max_new_tokens, tokenizer.eos_id,
+                                             pad_id=tokenizer.pad_id), None)
     elif spec == "sampling":
       methods[spec] = (decoding.make_sampler(model_cfg, ev.max_new_tokens, tokenizer.eos_id,
-                                             temperature=ev.temperature), None)
+                                             temperature=ev.temperature,
+                                             pad_id=tokenizer.pad_id), None)
     elif base in _MULTI_SAMPLE and n.isdigit() and int(n) > 0:
       methods[spec] = (decoding.make_multi_sampler(model_cfg, int(n), ev.max_new_tokens,
-                                                   tokenizer.eos_id, ev.temperature),
+                                                   tokenizer.eos_id, ev.temperature,
+                                                   pad_id=tokenizer.pad_id),
                        decoding.SELECTORS[_MULTI_SAMPLE[base]])
     else:
       raise ValueError(

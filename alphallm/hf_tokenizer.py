@@ -18,12 +18,17 @@ Special ids, which the ``Tokenizer`` interface needs as plain ints:
   were pretrained with, because the library prepends ``bos_id`` to every
   prompt.
 * ``pad_id``: its PAD token, else its UNK token (Llama-2: id 0, which is
-  also ``alphallm.tokenizer.PAD_ID``), else the EOS token. Padding is always
-  masked out, so the choice only matters to code that derives a mask from
-  ``tokens != pad_id``: with ``pad_id == eos_id`` such code also masks EOS,
-  so pass an explicit ``pad`` token when the vocabulary has a spare one
-  (e.g. Llama-3.1's ``<|finetune_right_pad_id|>``). ``decode`` drops
-  ``pad_id``, so with the UNK fallback unknown tokens vanish from decoded text.
+  also ``alphallm.tokenizer.PAD_ID``), else the EOS token (Llama-3 base).
+  It only fills the slots around sequences, which the library always masks
+  out with explicit masks or lengths (never ``tokens != pad_id``), so
+  ``pad_id == eos_id`` is fine. ``decode`` drops ``pad_id``, so with the UNK
+  fallback unknown tokens vanish from decoded text; pass an explicit ``pad``
+  token when the vocabulary has a spare one (e.g. Llama-3.1's
+  ``<|finetune_right_pad_id|>``).
+
+A tokenizer without an EOS token is the one that cannot work (there is
+nothing to stop generation at, nor for BOS and PAD to fall back on):
+``SpecialTokenError``.
 
 Every special id can be overridden with a token string or an int id.
 

@@ -277,8 +277,8 @@ def _finished(ckpt_dir: str, steps: int) -> bool:
 def _empty_value_dataset(seq_len: int) -> dict[str, np.ndarray]:
   """A placeholder dataset for a critic whose training already finished (never read)."""
   z = np.zeros((1, seq_len), np.float32)
-  return {"tokens": np.zeros((1, seq_len), np.int32), "loss_mask": z, "value_target": z,
-          "value_mask": z}
+  return {"tokens": np.zeros((1, seq_len), np.int32), "token_mask": z.astype(bool),
+          "loss_mask": z, "value_target": z, "value_mask": z}
 
 
 def _calibrate(ctx: Context, critic, policy_params, base) -> dict[str, float]:
@@ -330,7 +330,8 @@ def make_search(ctx: Context, critics, search_cfg: ml_collections.ConfigDict | N
   crit, crit_params = search_critics(ctx, critics)
   tok = ctx.tokenizer
   fn = mcts.make_search(ctx.model_cfg, cfg, tok.eos_id, tok.token_ids_ending_with(
-      ctx.task.step_delimiter), crit, answer_prefix_ids=tok.encode(ctx.task.answer_prefix))
+      ctx.task.step_delimiter), crit, answer_prefix_ids=tok.encode(ctx.task.answer_prefix),
+      pad_id=tok.pad_id, bos_id=tok.bos_id)
   return fn, crit_params
 
 
@@ -356,7 +357,8 @@ def make_search_decoder(ctx: Context, critics, search_cfg=None):
   return selection.make_search_decoder(
       ctx.model_cfg, cfg, tok.eos_id, tok.token_ids_ending_with(ctx.task.step_delimiter), crit,
       tokenizer=tok, extract_answer=ctx.task.extract_answer,
-      answer_prefix_ids=tok.encode(ctx.task.answer_prefix), critic_params=crit_params)
+      answer_prefix_ids=tok.encode(ctx.task.answer_prefix), critic_params=crit_params,
+      pad_id=tok.pad_id, bos_id=tok.bos_id)
 
 
 def evaluate_round(ctx: Context, round_: int, params, critics) -> None:

@@ -8,7 +8,10 @@ same logits as the unpadded one.
 Every example stops on its own once it emits one of ``stop_tokens`` (EOS,
 and e.g. the step delimiter for option-level search); the loop ends when all
 have stopped or ``max_new_tokens`` is reached. Shapes are static: outputs
-are ``[B, max_new_tokens]`` padded with PAD after the stop token.
+are ``[B, max_new_tokens]`` padded with ``pad_id`` (the tokenizer's PAD) after
+the stop token. Which tokens are real is said by ``lengths`` (or
+``completion_mask``), never by comparing with ``pad_id``: a tokenizer's PAD may
+be its EOS.
 """
 
 from __future__ import annotations
@@ -23,12 +26,12 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from alphallm import model as model_lib
-from alphallm.tokenizer import PAD_ID, Tokenizer
+from alphallm.tokenizer import EOS_ID, PAD_ID, Tokenizer
 
 
 @flax.struct.dataclass
 class SampleOutput:
-  tokens: Int[Array, "B N"]          # generated ids, PAD after the stop token
+  tokens: Int[Array, "B N"]          # generated ids, pad_id after the stop token
   lengths: Int[Array, "B"]           # generated tokens, stop token included
   stopped: Bool[Array, "B"]          # True if a stop token was emitted
   logprobs: Float[Array, "B N"]      # log pi(token) under the (untempered) policy
@@ -64,23 +67,26 @@ def prefill(params, config: model_lib.TransformerConfig, prompt: Int[Array, "B P
   return out, prompt_mask.sum(axis=1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "top_k"))
+@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "top_k", "pad_id"))
 def generate(params, config: model_lib.TransformerConfig, prompt: Int[Array, "B P"],
              prompt_mask: Bool[Array, "B P"], rng: jax.Array, *, max_new_tokens: int,
              temperature: float | Array = 0.0, top_k: int = 0,
-             stop_tokens: Int[Array, "M"] | None = None) -> SampleOutput:
+             stop_tokens: Int[Array, "M"] | None = None, pad_id: int = PAD_ID) -> SampleOutput:
   """Samples continuations of a batch of left-padded prompts.
 
   Args:
     params: model parameters.
     config: the model's config (static).
-    prompt: ``[B, P]`` left-padded prompt ids (PAD on the left).
+    prompt: ``[B, P]`` left-padded prompt ids (any id on the left: only
+      ``prompt_mask`` says which are real).
     prompt_mask: ``[B, P]`` True on real prompt tokens.
     rng: PRNG key.
     max_new_tokens: static cap N on generated tokens.
     temperature: 0 for greedy decoding.
     top_k: if > 0, sample among the k most likely tokens (static).
     stop_tokens: ``[M]`` ids that end an example (its last generated token).
+    pad_id: the id written after an example's stop token (static; the
+      tokenizer's ``pad_id``). It is never attended to.
 
   Returns:
     ``SampleOutput`` with ``[B, N]`` tokens.
@@ -101,7 +107,7 @@ def generate(params, config: model_lib.TransformerConfig, prompt: Int[Array, "B 
     rng, step_rng = jax.random.split(rng)
     tok = sample_logits(step_rng, logits, temperature, top_k)
     logp = jnp.take_along_axis(jax.nn.log_softmax(logits), tok[:, None], axis=-1)[:, 0]
-    tok = jnp.where(done, PAD_ID, tok)
+    tok = jnp.where(done, pad_id, tok)
     step = model.apply({"params": params}, tok[:, None], (next_pos + i)[:, None],
                        ~done[:, None], cache, jnp.full((b,), p + i, jnp.int32))
     tokens = tokens.at[:, i].set(tok)
@@ -117,7 +123,7 @@ def generate(params, config: model_lib.TransformerConfig, prompt: Int[Array, "B 
     return (i < n) & ~jnp.all(done)
 
   init = (jnp.int32(0), rng, out.cache, out.logits[:, -1],
-          jnp.full((b, n), PAD_ID, jnp.int32), jnp.zeros((b, n), jnp.float32),
+          jnp.full((b, n), pad_id, jnp.int32), jnp.zeros((b, n), jnp.float32),
           jnp.zeros((b, n), jnp.float32), jnp.zeros((b,), bool), jnp.zeros((b,), jnp.int32))
   i, _, _, _, tokens, logprobs, values, done, lengths = jax.lax.while_loop(cond, body, init)
   return SampleOutput(tokens=tokens, lengths=lengths, stopped=done, logprobs=logprobs,
@@ -146,6 +152,21 @@ def encode_prompts(tokenizer: Tokenizer, prompts: Sequence[str], length: int | N
     ids[row, length - len(e):] = e
     mask[row, length - len(e):] = True
   return ids, mask
+
+
+def completion_mask(tokens: Int[Array, "... N"], pad_id: int = PAD_ID, eos_id: int = EOS_ID
+                    ) -> Bool[Array, "... N"]:
+  """True on the real tokens of generated rows (``pad_id`` after the stop token).
+
+  A token is real when no EOS comes before it and it is not PAD, except the
+  first EOS itself, which is real even when ``pad_id == eos_id`` (a tokenizer
+  without a PAD token pads with EOS). Rows are read as ``generate`` and the
+  searches write them: nothing but PAD follows an EOS. Prefer the lengths
+  (``SampleOutput.lengths``) where they are at hand.
+  """
+  is_eos = tokens == eos_id
+  eos_before = (jnp.cumsum(is_eos.astype(jnp.int32), axis=-1) - is_eos) > 0
+  return ~eos_before & ((tokens != pad_id) | is_eos)
 
 
 def decode_completions(tokenizer: Tokenizer, tokens: np.ndarray) -> list[str]:

@@ -407,7 +407,8 @@ def make_fsdp_train_step(config: model_lib.TransformerConfig,
   Returns:
     ``step(state, batch)`` with ``state`` placed by ``state_sharding``
     (donated) and ``batch`` a dict of ``[B, ...]`` arrays (``tokens``,
-    ``loss_mask``, optionally ``value_target``/``value_mask``), ``B`` a
+    ``token_mask``, ``loss_mask``, optionally ``value_target``/``value_mask``;
+    see ``train.loss_sums``), ``B`` a
     multiple of the device count. Gradients and the new optimizer state stay
     sharded like the parameters.
   """

@@ -6,6 +6,14 @@ tokenizer (tokenizer.json, sentencepiece) can implement it too.
 
 Special ids are fixed for every tokenizer of this library's own making:
 ``PAD = 0`` (never attended to, never a target), ``BOS = 1``, ``EOS = 2``.
+Other tokenizers bring their own (``alphallm.hf_tokenizer``: e.g. Llama-3's
+BOS 128000, Qwen2's PAD 151643), and the library takes them from the
+tokenizer: sampling and search fill padding with ``tokenizer.pad_id`` (their
+``pad_id`` arguments), token-level search never proposes ``pad_id`` or
+``bos_id``, and every attention / loss mask is carried explicitly (a
+``prompt_mask``, the data's ``token_mask``, or lengths) rather than derived
+from ``tokens != pad_id``, so a PAD id shared with EOS or UNK is harmless.
+``PAD_ID`` and ``BOS_ID`` below are only the defaults of those arguments.
 """
 
 from __future__ import annotations

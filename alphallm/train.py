@@ -26,6 +26,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from alphallm import model as model_lib
+from alphallm.tokenizer import PAD_ID
 
 DATA_AXIS = "data"
 
@@ -64,13 +65,20 @@ def loss_sums(params, config: model_lib.TransformerConfig, batch: dict[str, jax.
               ) -> dict[str, jax.Array]:
   """Summed losses and counts of one (shard of a) batch.
 
-  ``batch``: ``tokens [B, T]``, ``loss_mask [B, T]`` (1 where the token is a
-  policy target), and optionally ``value_target``/``value_mask [B, T]``.
+  ``batch``: ``tokens [B, T]``, ``token_mask [B, T]`` (True on real tokens:
+  the only thing attended to), ``loss_mask [B, T]`` (1 where the token is a
+  policy target), and optionally ``value_target``/``value_mask [B, T]``, as
+  ``alphallm.data`` writes them. A batch without ``token_mask`` is read as
+  the character tokenizer's (``tokens != tokenizer.PAD_ID``); the PAD id of
+  another tokenizer may be its EOS, which such a mask would hide.
   The policy predicts token ``t+1`` at position ``t``; the value head at
   position ``t`` predicts the value of the state ending at token ``t``.
   """
   tokens = batch["tokens"]
-  token_mask = tokens != 0
+  if "token_mask" in batch:
+    token_mask = batch["token_mask"].astype(bool)
+  else:
+    token_mask = tokens != PAD_ID
   out = model_lib.Transformer(config).apply({"params": params}, tokens, None, token_mask)
   logp = jax.nn.log_softmax(out.logits[:, :-1])
   target_logp = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]

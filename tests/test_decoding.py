@@ -54,3 +54,25 @@ def test_greedy_sampler_accounting():
   res = decoding.make_sampler(cfg, 7, tok.eos_id)(params, ids, mask, jax.random.key(0))
   n = int((np.asarray(res.completions) != 0).sum())
   assert float(res.tokens[0]) == n and float(res.forward_passes[0]) == n + 1
+
+
+def test_scores_with_a_pad_that_is_the_eos():
+  """A tokenizer without PAD pads with EOS: the EOS a completion ends with stays real."""
+  tok = CharTokenizer()
+  cfg = testing.tiny_config()
+  params = testing.random_params(cfg, scale=0.3)
+  ids, mask = sampling.encode_prompts(tok, ["Q: 1+2\n", "Q: 3*4\n"])
+  free = decoding.make_sampler(cfg, 10, tok.eos_id)(params, ids, mask, jax.random.key(0))
+  eos = int(free.completions[0, 3])        # an id the policy writes: EOS = PAD = it
+  fn = decoding.make_multi_sampler(cfg, 2, 10, eos, temperature=0.0, pad_id=eos)
+  res = fn(params, ids, mask, jax.random.key(0))
+  cands = np.asarray(res.candidates)
+  lengths = np.asarray(res.tokens) / 2
+  assert lengths[0] < 10 and (cands[0, :, -1] == eos).all()   # stopped, then padded with EOS
+  for b in range(2):
+    rep = np.repeat(ids[b:b + 1], 2, 0), np.repeat(mask[b:b + 1], 2, 0)
+    values, _ = decoding.score_completions(params, cfg, *rep, res.candidates[b], pad_id=eos,
+                                           eos_id=eos)
+    np.testing.assert_allclose(res.candidate_scores[b], values, atol=1e-4)
+    real = sampling.completion_mask(res.candidates[b], eos, eos)
+    np.testing.assert_array_equal(np.asarray(real).sum(-1), lengths[b])

@@ -90,3 +90,38 @@ def test_eos_stop_and_decode(setup):
   tok, _, _ = setup
   row = np.array(tok.encode("1+2=3\nA: 3") + [EOS_ID, 0, 0])
   assert sampling.decode_completions(tok, row[None])[0] == "1+2=3\nA: 3"
+
+
+def test_permuted_special_ids_give_the_same_completions(setup):
+  """Any PAD / BOS / EOS ids: a model with its vocabulary renamed writes the same text."""
+  tok, cfg, params = setup
+  perm = testing.adversarial_permutation(tok)
+  ptok = testing.PermutedTokenizer(tok, perm)
+  pparams = testing.permute_vocab(params, perm)
+  prompts = ["Q: 1+2\n", "Q: 11 1\n", "Q: 3\n"]
+  ids, mask = sampling.encode_prompts(tok, prompts)
+  pids, pmask = sampling.encode_prompts(ptok, prompts)
+  np.testing.assert_array_equal(pids[mask], perm[ids[mask]])
+  free = sampling.generate(params, cfg, ids, mask, jax.random.key(0), max_new_tokens=8)
+  # Stop the rows at different steps, so that each is padded from its own end.
+  stops = np.unique(np.asarray(free.tokens)[[0, 1], [1, 4]])
+  std = sampling.generate(params, cfg, ids, mask, jax.random.key(0), max_new_tokens=8,
+                          stop_tokens=jnp.asarray(stops))
+  out = sampling.generate(pparams, cfg, pids, pmask, jax.random.key(0), max_new_tokens=8,
+                          stop_tokens=jnp.asarray(perm[stops]), pad_id=ptok.pad_id)
+  assert len(set(np.asarray(std.lengths).tolist())) > 1
+  np.testing.assert_array_equal(out.lengths, std.lengths)
+  np.testing.assert_array_equal(out.tokens, perm[np.asarray(std.tokens)])   # padding too
+  assert sampling.decode_completions(ptok, out.tokens) == sampling.decode_completions(
+      tok, std.tokens)
+
+
+def test_completion_mask_keeps_an_eos_that_is_also_pad():
+  rows = jnp.array([[5, 6, 2, 2, 2],     # EOS, then PAD == EOS
+                    [5, 2, 2, 2, 2],
+                    [5, 6, 7, 8, 9]])    # never stopped
+  want = np.array([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]], bool)
+  np.testing.assert_array_equal(sampling.completion_mask(rows, pad_id=2, eos_id=2), want)
+  # The character tokenizer's ids (PAD 0): the same as ``tokens != 0``.
+  rows = jnp.array([[5, 6, 2, 0, 0], [5, 6, 0, 0, 0]])
+  np.testing.assert_array_equal(sampling.completion_mask(rows), np.asarray(rows) != 0)

@@ -488,3 +488,56 @@ def test_selection_wrappers_mask_by_child_valid():
                                         pb_c_base=19652.0)) in (0, 2)
   assert int(mcts.gumbel_interior_action_selection(key, tree, 1, 1)) in (0, 2)
   assert mcts.bytes_per_node(testing.tiny_config(), _config())["total"] > 0
+
+
+def test_never_proposed_keeps_eos_reachable():
+  assert mcts.never_proposed(0, 1, 2) == (0, 1)        # the character tokenizer
+  assert mcts.never_proposed(2, 1, 2) == (1,)          # no PAD: padded with EOS (Llama-3)
+  assert mcts.never_proposed(7, 2, 2) == (7,)          # no BOS: prompts start with EOS (Qwen2)
+  assert mcts.never_proposed(2, 2, 2) == ()
+  assert mcts.never_proposed(5, 5, 2) == (5,)
+
+
+def test_token_level_actions_skip_bos_and_pad_but_not_an_eos_pad(model, prompts):
+  """Every token but BOS is an action when PAD is EOS (a tokenizer without PAD)."""
+  cfg, params = model
+  v = cfg.vocab_size
+  sc = _config(granularity="token", num_actions=v - 1, num_simulations=2,
+               max_completion_len=2, max_num_considered_actions=4)
+  out = mcts.make_search(cfg, sc, TOK.eos_id, DELIM, pad_id=TOK.eos_id, bos_id=TOK.bos_id)(
+      params, *prompts, jax.random.key(0))
+  e = out.tree.embeddings
+  for b in range(3):
+    valid = np.asarray(e.child_valid[b, 0])
+    actions = np.asarray(e.cand_tokens[b, 0, :, 0])[valid]
+    assert sorted(actions.tolist()) == [i for i in range(v) if i != TOK.bos_id]
+
+
+@pytest.mark.parametrize("granularity", ["token", "option"])
+def test_search_with_permuted_special_ids(model, prompts, granularity):
+  """PAD / BOS / EOS at other ids (PAD high, text at ids 0-2) with the model's vocabulary
+  renamed alike: the same tree, its tokens renamed, padding included. (Greedy options:
+  sampled ones would draw other noise for renamed ids.)"""
+  cfg, params = model
+  perm = testing.adversarial_permutation(TOK)
+  ptok = testing.PermutedTokenizer(TOK, perm)
+  pparams = testing.permute_vocab(params, perm)
+  pids, pmask = sampling.encode_prompts(ptok, PROMPTS)
+  pdelim = ptok.token_ids_ending_with("\n")
+  assert sorted(pdelim) == sorted(perm[DELIM].tolist())
+  sc = _config(granularity=granularity, num_actions=3, num_simulations=6, max_completion_len=8,
+               max_option_len=3, temperature=0.0)
+  std = mcts.make_search(cfg, sc, TOK.eos_id, DELIM)(params, *prompts, jax.random.key(0))
+  got = mcts.make_search(cfg, sc, ptok.eos_id, pdelim, pad_id=ptok.pad_id, bos_id=ptok.bos_id)(
+      pparams, jnp.asarray(pids), jnp.asarray(pmask), jax.random.key(0))
+  s, g = selection.TreeArrays(std), selection.TreeArrays(got)
+  np.testing.assert_array_equal(g.node_visits, s.node_visits)
+  np.testing.assert_array_equal(g.length, s.length)
+  assert (s.length < sc.max_completion_len).any()
+  np.testing.assert_array_equal(g.tokens, perm[s.tokens])      # PAD beyond each length too
+  np.testing.assert_array_equal(got.tree.embeddings.cand_tokens,
+                                perm[np.asarray(std.tree.embeddings.cand_tokens)])
+  nodes = selection.select_nodes(s, "most_visited")
+  np.testing.assert_array_equal(selection.select_nodes(g, "most_visited"), nodes)
+  for b, n in enumerate(nodes):
+    assert ptok.decode(g.completion(b, n)) == TOK.decode(s.completion(b, n))

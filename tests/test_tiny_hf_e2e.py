@@ -26,6 +26,7 @@ from alphallm import io_utils
 from alphallm import loop
 from alphallm import results as results_lib
 from alphallm import sharding
+from alphallm.search import mcts
 from alphallm.tasks import Problem
 
 tiny_hf = importlib.import_module("experiments.paper.tiny_hf")
@@ -260,20 +261,44 @@ def test_config_errors_name_the_key(paths, key, value, error):
     experiment.validate_config(config)
 
 
+def _with_specials(tmp_path, ckpt: str, name: str, specials: dict) -> str:
+  """A copy of ``ckpt`` whose tokenizer_config.json names other special tokens."""
+  other = tmp_path / name
+  other.mkdir()
+  for file in ("tokenizer.json", "config.json", "model.safetensors"):
+    (other / file).write_bytes(open(os.path.join(ckpt, file), "rb").read())
+  (other / "tokenizer_config.json").write_text(json.dumps(specials))
+  return str(other)
+
+
+@pytest.mark.parametrize("name,specials,ids", [
+    # BOS and EOS swapped: pad 0 (UNK), bos 2, eos 1.
+    ("swapped", {"unk_token": "<unk>", "bos_token": "</s>", "eos_token": "<s>"}, (0, 2, 1)),
+    # EOS only (Qwen2's null BOS, Llama-3's missing PAD): PAD = BOS = EOS.
+    ("eos_only", {"eos_token": "</s>"}, (2, 2, 2)),
+])
+def test_any_special_ids_reach_the_search(paths, tmp_path, monkeypatch, name, specials, ids):
+  gsm8k, ckpt = paths
+  config = _config(gsm8k, ckpt)
+  config.model.tokenizer = _with_specials(tmp_path, ckpt, name, specials)
+  ctx = loop.build_context(config, str(tmp_path / "run"))
+  ctx.writer.close()
+  tok = ctx.tokenizer
+  assert (tok.pad_id, tok.bos_id, tok.eos_id) == ids
+  seen = []
+  monkeypatch.setattr(mcts, "make_search", lambda *a, **kw: seen.append(kw))
+  loop.make_search(ctx, {})
+  loop.make_search_decoder(ctx, {})
+  assert [(kw["pad_id"], kw["bos_id"]) for kw in seen] == [(tok.pad_id, tok.bos_id)] * 2
+
+
 def test_tokenizer_ids_and_vocabulary_are_checked(paths, tmp_path):
   gsm8k, ckpt = paths
-  other = tmp_path / "other"
-  other.mkdir()
-  for name in ("tokenizer.json", "config.json", "model.safetensors"):
-    (other / name).write_bytes(open(os.path.join(ckpt, name), "rb").read())
-  # BOS and EOS swapped: padding and prompts would be encoded with the wrong ids.
-  (other / "tokenizer_config.json").write_text(json.dumps(
-      {"unk_token": "<unk>", "bos_token": "</s>", "eos_token": "<s>"}))
+  # No EOS: nothing to stop generation at, nor for PAD and BOS to fall back on.
+  other = _with_specials(tmp_path, ckpt, "no_eos", {"unk_token": "<unk>", "bos_token": "<s>"})
   config = _config(gsm8k, ckpt)
-  config.model.tokenizer = str(other)
-  with pytest.raises(ValueError, match=rf"config.model.tokenizer='{other}': the tokenizer has "
-                     r"pad id 0, bos id 2, eos id 1, but sampling, search and training "
-                     r"hard-code pad=0 and bos=1"):
+  config.model.tokenizer = other
+  with pytest.raises(ValueError, match=rf"config.model.tokenizer='{other}': no EOS token for "):
     experiment.build_tokenizer(config)
   # A checkpoint with fewer rows than the tokenizer has ids.
   small = tmp_path / "small"

@@ -8,7 +8,7 @@ from alphallm import data
 from alphallm import testing
 from alphallm import train
 from alphallm.tasks import get_task
-from alphallm.tokenizer import CharTokenizer
+from alphallm.tokenizer import EOS_ID, CharTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +129,44 @@ def test_prompt_loss_weight_masks_the_question_after_bos():
   assert both["loss_mask"][0, n_p + n_c:].sum() == 0.0
   with pytest.raises(ValueError, match="prompt_loss_weight"):
     data.encode_examples(tok, [prompt], [completion], seq_len=32, prompt_loss_weight=2.0)
+
+
+class _PadIsEos(CharTokenizer):
+  """A tokenizer without a PAD token, padded with its EOS (as Llama-3's)."""
+
+  pad_id = EOS_ID
+
+
+def _sft_rows(tok, problems, task):
+  """The value dataset (targets up to EOS) and the ORM one (target at EOS) of ``tok``."""
+  prompts = [task.prompt(p) for p in problems]
+  demos = [task.demonstration(p) for p in problems]
+  targets = [float(i % 2) for i in range(len(problems))]
+  return (data.encode_examples(tok, prompts, demos, seq_len=64, value_targets=targets),
+          data.encode_outcome_examples(tok, prompts, demos, targets, seq_len=64,
+                                       policy_targets=[True] * len(problems)))
+
+
+def test_sft_loss_does_not_depend_on_the_special_ids():
+  """Renamed PAD / BOS / EOS ids (PAD high, a real character at id 0) or PAD == EOS:
+  with the model's vocabulary renamed alike, every loss and count is unchanged."""
+  tok, cfg = CharTokenizer(), testing.tiny_config()
+  params = testing.random_params(cfg, scale=0.3)
+  perm = testing.adversarial_permutation(tok)
+  task = get_task("arithmetic")
+  problems = task.generate(0, 8)
+  loss = jax.jit(train.loss_sums, static_argnums=1)
+  want = [loss(params, cfg, ds) for ds in _sft_rows(tok, problems, task)]
+  for other, other_params in ((testing.PermutedTokenizer(tok, perm),
+                               testing.permute_vocab(params, perm)), (_PadIsEos(), params)):
+    for ds, ref in zip(_sft_rows(other, problems, task), want):
+      assert ds["tokens"][~ds["token_mask"]].tolist() == [other.pad_id] * (~ds["token_mask"]).sum()
+      got = loss(other_params, cfg, ds)
+      assert set(got) == set(ref)
+      for key in ("tokens", "correct", "value_count"):
+        assert float(got[key]) == float(ref[key]), (type(other).__name__, key)
+      for key in ("nll_sum", "value_se_sum"):
+        np.testing.assert_allclose(got[key], ref[key], rtol=1e-5, err_msg=key)
 
 
 def test_non_finite_loss_names_the_step():

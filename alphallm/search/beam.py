@@ -55,15 +55,21 @@ class BeamConfig:
 def make_beam_search(model_config: model_lib.TransformerConfig, beam_config: BeamConfig,
                      eos_id: int, delimiter_ids: Sequence[int],
                      critics: mcts.Critics | None = None, *,
-                     answer_prefix_ids: Sequence[int] | None = None) -> decoding.DecodeFn:
-  """Builds the jitted ``decode(params, prompt, prompt_mask, rng) -> DecodeResult``."""
+                     answer_prefix_ids: Sequence[int] | None = None,
+                     pad_id: int = PAD_ID) -> decoding.DecodeFn:
+  """Builds the jitted ``decode(params, prompt, prompt_mask, rng) -> DecodeResult``.
+
+  ``pad_id`` (the tokenizer's PAD) fills each beam's completion beyond its
+  length; see ``mcts.make_search`` for the other arguments.
+  """
   return _make(model_config, beam_config, int(eos_id), tuple(int(i) for i in delimiter_ids),
                critics or mcts.Critics(),
-               None if answer_prefix_ids is None else tuple(answer_prefix_ids))
+               None if answer_prefix_ids is None else tuple(answer_prefix_ids), int(pad_id))
 
 
 @functools.lru_cache(maxsize=32)
-def _make(model_config, cfg: BeamConfig, eos_id, delimiter_ids, critics, answer_prefix_ids):
+def _make(model_config, cfg: BeamConfig, eos_id, delimiter_ids, critics, answer_prefix_ids,
+          pad_id=PAD_ID):
   w, a, o, c = cfg.width, cfg.num_actions, cfg.max_option_len, cfg.max_completion_len
   stop_ids = jnp.asarray(sorted(set(delimiter_ids) | {eos_id}), jnp.int32)
   answer_ids = None if answer_prefix_ids is None else jnp.asarray(answer_prefix_ids, jnp.int32)
@@ -107,7 +113,8 @@ def _make(model_config, cfg: BeamConfig, eos_id, delimiter_ids, critics, answer_
       sample = opt_lib.sample_options(
           model_config, params, opt_lib.repeat_cache(cache, a), jnp.repeat(logits, a, axis=0),
           jnp.repeat(p + length, a), jnp.repeat(beam_prompt_len + length, a),
-          jnp.repeat(limit, a), stop_ids, step_rng, max_len=o, temperature=cfg.temperature)
+          jnp.repeat(limit, a), stop_ids, step_rng, max_len=o, temperature=cfg.temperature,
+          pad_id=pad_id)
       lens = sample.lengths                                                   # [BWA]
       keep, _ = jax.vmap(opt_lib.merge_candidates, in_axes=(0, 0, 0, None))(
           sample.tokens.reshape(bw, a, o), lens.reshape(bw, a), (lens > 0).reshape(bw, a),
@@ -115,7 +122,7 @@ def _make(model_config, cfg: BeamConfig, eos_id, delimiter_ids, critics, answer_
       keep = keep.reshape(bwa)
       new_len = jnp.repeat(length, a) + lens
       new_tokens = opt_lib.splice(jnp.repeat(tokens, a, axis=0), sample.tokens,
-                                  jnp.repeat(length, a))
+                                  jnp.repeat(length, a), pad_id)
       new_term = (opt_lib.option_is_terminal(sample.tokens, lens, eos_id, answer_ids)
                   | (new_len >= c))
       new_score, critic_cost = score(new_tokens, new_len, sample.last_value, new_term)
@@ -142,7 +149,7 @@ def _make(model_config, cfg: BeamConfig, eos_id, delimiter_ids, critics, answer_
 
     zeros = jnp.zeros((b,), jnp.float32)
     init = (jnp.int32(0), rng, cache, jnp.repeat(pre.logits[:, -1], w, axis=0),
-            jnp.full((bw, c), PAD_ID, jnp.int32), jnp.zeros((bw,), jnp.int32),
+            jnp.full((bw, c), pad_id, jnp.int32), jnp.zeros((bw,), jnp.int32),
             jnp.tile(first, b), jnp.zeros((bw,), bool), jnp.zeros((bw,), jnp.float32),
             zeros + 1.0, zeros, zeros)
     (_, _, _, _, tokens, _, alive, terminal, beam_score, fwd, gen,

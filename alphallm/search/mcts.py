@@ -10,7 +10,8 @@ Actions. Option level (default): an action is one reasoning step, a token
 sequence ended by a delimiter token, EOS, or ``max_option_len``. When a node is
 created, ``A`` candidate options are sampled from the policy (``B * A`` rows
 decoded incrementally) and kept in its embedding; action ``i`` continues with
-candidate ``i``. Token level: an action is one of the node's top-k next tokens.
+candidate ``i``. Token level: an action is one of the node's top-k next tokens
+(never PAD or BOS, see ``never_proposed``).
 
 Memory. The prompt's KV cache ``[L, B, P, K, H]`` is computed once per problem
 and closed over by the recurrent function; it is never stored per node. A node
@@ -333,9 +334,9 @@ class NodeEmbedding:
   Attributes:
     path_k, path_v: ``[B, L, C, K, H]`` keys/values of the completion path
       (slots ``>= length`` are garbage); None with ``recompute_prefix``.
-    tokens: ``[B, C]`` completion ids, PAD after ``length``.
+    tokens: ``[B, C]`` completion ids, ``pad_id`` after ``length``.
     length: ``[B]`` completion tokens.
-    cand_tokens: ``[B, A, O]`` the node's candidate options (PAD-padded).
+    cand_tokens: ``[B, A, O]`` the node's candidate options (``pad_id``-padded).
     cand_len: ``[B, A]`` their lengths (0 for unsampled slots).
     cand_value: ``[B, A]`` value head at each candidate's last token (0 at
       token level without adaptive branching, which is what needs it).
@@ -562,8 +563,8 @@ class _Children:
 def make_search(model_config: model_lib.TransformerConfig, search_config: Any, eos_id: int,
                 delimiter_ids: Sequence[int], critics: Critics | None = None, *,
                 answer_prefix_ids: Sequence[int] | None = None,
-                rollout_model_config: model_lib.TransformerConfig | None = None
-                ) -> Callable[..., SearchOutput]:
+                rollout_model_config: model_lib.TransformerConfig | None = None,
+                pad_id: int = PAD_ID, bos_id: int = BOS_ID) -> Callable[..., SearchOutput]:
   """Builds the jitted ``search(params, prompt, prompt_mask, rng, critic_params=None,
   rollout_params=None) -> SearchOutput``.
 
@@ -577,6 +578,10 @@ def make_search(model_config: model_lib.TransformerConfig, search_config: Any, e
       starting with them ends the solution. None: EOS and the length limit only.
     rollout_model_config: config of a separate (smaller) fast-rollout policy;
       its params are ``search``'s ``rollout_params``. None: the policy itself.
+    pad_id: the tokenizer's PAD: fills node paths and candidates beyond their
+      lengths (the lengths, not this id, say which tokens are real).
+    bos_id: the tokenizer's BOS. Token-level search never proposes ``pad_id``
+      or ``bos_id`` as an action (``never_proposed``).
 
   The function is cached per arguments, so equal configurations share one
   compiled search.
@@ -585,12 +590,26 @@ def make_search(model_config: model_lib.TransformerConfig, search_config: Any, e
   return _make_search(model_config, cfg, int(eos_id), tuple(int(i) for i in delimiter_ids),
                       critics or Critics(),
                       None if answer_prefix_ids is None else tuple(answer_prefix_ids),
-                      rollout_model_config)
+                      rollout_model_config, int(pad_id), int(bos_id))
+
+
+def never_proposed(pad_id: int, bos_id: int, eos_id: int) -> tuple[int, ...]:
+  """Token ids token-level search gives no action: PAD and BOS, unless either is EOS.
+
+  A tokenizer without a PAD or BOS token falls back to its EOS
+  (``alphallm.hf_tokenizer``; e.g. Qwen2's BOS), and EOS must stay reachable.
+  """
+  out = []
+  for i in (pad_id, bos_id):
+    if i != eos_id and i not in out:
+      out.append(i)
+  return tuple(out)
 
 
 @functools.lru_cache(maxsize=64)
 def _make_search(model_config, cfg: SearchConfig, eos_id: int, delimiter_ids: tuple,
-                 critics: Critics, answer_prefix_ids: tuple | None, rollout_model_config):
+                 critics: Critics, answer_prefix_ids: tuple | None, rollout_model_config,
+                 pad_id: int = PAD_ID, bos_id: int = BOS_ID):
   c, o = cfg.max_completion_len, cfg.option_len
   a = cfg.tree_actions
   token_level = cfg.granularity == "token"
@@ -606,6 +625,7 @@ def _make_search(model_config, cfg: SearchConfig, eos_id: int, delimiter_ids: tu
   model = model_lib.Transformer(model_config)
   stop_ids = jnp.asarray(sorted(set(delimiter_ids) | {eos_id}), jnp.int32)
   eos_ids = jnp.asarray([eos_id], jnp.int32)
+  banned = never_proposed(pad_id, bos_id, eos_id)
   answer_ids = None if answer_prefix_ids is None else jnp.asarray(answer_prefix_ids, jnp.int32)
 
   def sample_children(params, rng, cache, logits, node_value, path_len, prompt_len, active,
@@ -618,7 +638,8 @@ def _make_search(model_config, cfg: SearchConfig, eos_id: int, delimiter_ids: tu
     b, p = prompt_len.shape[0], cache.length - c - o
     if token_level:
       logp = jax.nn.log_softmax(logits)
-      logp = logp.at[:, PAD_ID].set(-jnp.inf).at[:, BOS_ID].set(-jnp.inf)
+      for i in banned:
+        logp = logp.at[:, i].set(-jnp.inf)
       top_logp, top_ids = jax.lax.top_k(logp, num)                             # [B, n]
       toks = top_ids[..., None].astype(jnp.int32)                              # [B, n, 1]
       lens = jnp.broadcast_to(active[:, None], (b, num)).astype(jnp.int32)
@@ -644,7 +665,8 @@ def _make_search(model_config, cfg: SearchConfig, eos_id: int, delimiter_ids: tu
       sample = opt_lib.sample_options(
           model_config, params, rows, jnp.repeat(logits, num, axis=0),
           jnp.repeat(p + path_len, num), jnp.repeat(prompt_len + path_len, num),
-          jnp.repeat(limit, num), stop_ids, rng, max_len=o, temperature=cfg.temperature)
+          jnp.repeat(limit, num), stop_ids, rng, max_len=o, temperature=cfg.temperature,
+          pad_id=pad_id)
       toks = sample.tokens.reshape(b, num, o)
       lens = sample.lengths.reshape(b, num)
       values = sample.last_value.reshape(b, num)
@@ -669,7 +691,7 @@ def _make_search(model_config, cfg: SearchConfig, eos_id: int, delimiter_ids: tu
     pad = a - num
     padw = lambda x, v: jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2),  # noqa: E731
                                 constant_values=v)
-    return _Children(tokens=padw(toks, PAD_ID), lengths=padw(lens * keep, 0),
+    return _Children(tokens=padw(toks, pad_id), lengths=padw(lens * keep, 0),
                      values=padw(values, 0.0), valid=padw(keep, False),
                      prior=padw(prior, opt_lib.MASKED_LOGIT), forward_passes=fwd,
                      gen_tokens=gen, steps=steps)
@@ -710,7 +732,7 @@ def _make_search(model_config, cfg: SearchConfig, eos_id: int, delimiter_ids: tu
           jnp.zeros((b,), jnp.int32))
       rprompt_k, rprompt_v = rpre.cache.k, rpre.cache.v
     rng, root_rng, search_rng = jax.random.split(rng, 3)
-    empty = jnp.full((b, c), PAD_ID, jnp.int32)
+    empty = jnp.full((b, c), pad_id, jnp.int32)
     zero_len = jnp.zeros((b,), jnp.int32)
     root_cache = opt_lib.build_cache(prompt_k, prompt_v, prompt_mask, None, None, zero_len, c, o)
     root_kids = sample_children(params, root_rng, root_cache, pre.logits[:, -1], root_value,
@@ -765,7 +787,7 @@ def _make_search(model_config, cfg: SearchConfig, eos_id: int, delimiter_ids: tu
       opt_len = jnp.take_along_axis(parent.cand_len, action[:, None], axis=1)[:, 0]
       opt_len = jnp.where(dead, 0, opt_len)
       child_len = parent.length + opt_len
-      child_tokens = opt_lib.splice(parent.tokens, option, parent.length)
+      child_tokens = opt_lib.splice(parent.tokens, option, parent.length, pad_id)
       calls = 1
       if cfg.recompute_prefix:
         seq, mask = full_sequences(prompt, prompt_mask, child_tokens, child_len)
@@ -864,7 +886,7 @@ def _make_search(model_config, cfg: SearchConfig, eos_id: int, delimiter_ids: tu
       sample = opt_lib.sample_options(
           rollout_model_config, rollout_params, rows, jnp.repeat(logits, nr, axis=0),
           jnp.repeat(p + child_len, nr), jnp.repeat(prompt_len + child_len, nr), limit,
-          eos_ids, rng, max_len=rl, temperature=rcfg.temperature)
+          eos_ids, rng, max_len=rl, temperature=rcfg.temperature, pad_id=pad_id)
       calls = calls + sample.steps
       lens = sample.lengths.reshape(b, nr)
       gen = lens.sum(axis=1).astype(jnp.float32)
@@ -874,8 +896,8 @@ def _make_search(model_config, cfg: SearchConfig, eos_id: int, delimiter_ids: tu
       else:
         comp = opt_lib.splice(
             jnp.concatenate([jnp.repeat(child_tokens, nr, axis=0),
-                             jnp.full((b * nr, rl), PAD_ID, jnp.int32)], axis=1),
-            sample.tokens, jnp.repeat(child_len, nr))
+                             jnp.full((b * nr, rl), pad_id, jnp.int32)], axis=1),
+            sample.tokens, jnp.repeat(child_len, nr), pad_id)
         seq, mask = full_sequences(jnp.repeat(prompt, nr, axis=0),
                                    jnp.repeat(prompt_mask, nr, axis=0), comp,
                                    jnp.repeat(child_len, nr) + sample.lengths)

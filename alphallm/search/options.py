@@ -42,7 +42,7 @@ class OptionSample:
   """Sampled continuations of R rows.
 
   Attributes:
-    tokens: ``[R, O]`` generated ids, PAD after the row's last token.
+    tokens: ``[R, O]`` generated ids, ``pad_id`` after the row's last token.
     lengths: ``[R]`` generated tokens (stop token included).
     logprob: ``[R]`` sum of log pi(token) under the untempered policy.
     last_value: ``[R]`` value head after the row's last token (0 if empty).
@@ -115,13 +115,14 @@ def sample_options(model_config: model_lib.TransformerConfig, params, cache: mod
                    first_logits: Float[Array, "R V"], start_slot: Int[Array, "R"],
                    start_pos: Int[Array, "R"], limit: Int[Array, "R"],
                    stop_ids: Int[Array, "M"], rng: jax.Array, *, max_len: int,
-                   temperature: float) -> OptionSample:
+                   temperature: float, pad_id: int = PAD_ID) -> OptionSample:
   """Samples up to ``min(max_len, limit)`` tokens per row, stopping at ``stop_ids``.
 
   Row r continues the sequence whose next-token logits are ``first_logits[r]``;
   its i-th token is written at cache slot ``start_slot[r] + i`` with RoPE
   position ``start_pos[r] + i``. The loop ends when every row has stopped,
   so it makes at most ``max_len`` model calls of R rows and one token each.
+  Slots after a row's last token hold ``pad_id`` (the tokenizer's PAD).
   """
   r = first_logits.shape[0]
   model = model_lib.Transformer(model_config)
@@ -132,7 +133,7 @@ def sample_options(model_config: model_lib.TransformerConfig, params, cache: mod
     rng, step_rng = jax.random.split(rng)
     tok = sampling.sample_logits(step_rng, logits, temperature)
     logp = jnp.take_along_axis(jax.nn.log_softmax(logits), tok[:, None], axis=-1)[:, 0]
-    tok = jnp.where(done, PAD_ID, tok)
+    tok = jnp.where(done, pad_id, tok)
     out = model.apply({"params": params}, tok[:, None], (start_pos + i)[:, None],
                       ~done[:, None], cache, start_slot + i)
     tokens = tokens.at[:, i].set(tok)
@@ -149,7 +150,7 @@ def sample_options(model_config: model_lib.TransformerConfig, params, cache: mod
     return (state[0] < max_len) & ~jnp.all(state[8])
 
   init = (jnp.int32(0), rng, cache, first_logits, first_logits,
-          jnp.full((r, max_len), PAD_ID, jnp.int32),
+          jnp.full((r, max_len), pad_id, jnp.int32),
           jnp.zeros((r,), jnp.float32), jnp.zeros((r,), jnp.float32), limit <= 0,
           jnp.zeros((r,), jnp.int32))
   steps, _, cache, _, last_logits, tokens, logprob, value, _, lengths = jax.lax.while_loop(
@@ -281,14 +282,14 @@ def prior_logits(kind: str, keep: Bool[Array, "A"], counts: Int[Array, "A"],
   return jnp.where(keep, logits, MASKED_LOGIT)
 
 
-def splice(base: Int[Array, "B C"], new: Int[Array, "B O"], at: Int[Array, "B"]
-           ) -> Int[Array, "B C"]:
+def splice(base: Int[Array, "B C"], new: Int[Array, "B O"], at: Int[Array, "B"],
+           pad_id: int = PAD_ID) -> Int[Array, "B C"]:
   """Writes ``new`` into ``base`` at ``at`` per row (truncated at ``C``).
 
-  ``new`` is PAD beyond its length, and ``base`` is PAD beyond ``at``, so the
-  result is the concatenation of the two token sequences.
+  ``new`` is ``pad_id`` beyond its length, and ``base`` is ``pad_id`` beyond
+  ``at``, so the result is the concatenation of the two token sequences.
   """
   c = base.shape[1]
-  wide = jnp.concatenate([base, jnp.full(new.shape, PAD_ID, base.dtype)], axis=1)
+  wide = jnp.concatenate([base, jnp.full(new.shape, pad_id, base.dtype)], axis=1)
   wide = jax.vmap(lambda row, n, i: jax.lax.dynamic_update_slice(row, n, (i,)))(wide, new, at)
   return wide[:, :c]

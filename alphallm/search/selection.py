@@ -34,7 +34,7 @@ from alphallm import model as model_lib
 from alphallm import sampling
 from alphallm.search import mcts
 from alphallm.search import options as opt_lib
-from alphallm.tokenizer import Tokenizer
+from alphallm.tokenizer import BOS_ID, PAD_ID, Tokenizer
 
 
 class TreeArrays:
@@ -166,15 +166,18 @@ def node_completions(output: mcts.SearchOutput | TreeArrays, nodes: Sequence[int
   return t.tokens[rows, nodes], t.length[rows, nodes], t.terminal[rows, nodes]
 
 
-@functools.partial(jax.jit, static_argnames=("config", "eos_id"))
+@functools.partial(jax.jit, static_argnames=("config", "eos_id", "pad_id"))
 def complete_greedily(params, config: model_lib.TransformerConfig, prompt: jax.Array,
                       prompt_mask: jax.Array, partial: jax.Array, partial_len: jax.Array, *,
-                      eos_id: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+                      eos_id: int, pad_id: int = PAD_ID
+                      ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Greedy continuation of ``prompt ++ partial[:partial_len]`` up to ``C`` tokens.
 
   Returns ``(completions [B, C], forward_passes [B], tokens [B])``: the
   re-encoded prefix counts ``1 + partial_len`` (prompt prefill + the partial
   completion re-encoded) plus one pass per generated token within the cap.
+  ``partial`` holds ``pad_id`` beyond ``partial_len`` (only the length is
+  read), and so do the completions beyond their ends.
   """
   c = partial.shape[1]
   seq = jnp.concatenate([prompt, partial], axis=1)
@@ -183,8 +186,8 @@ def complete_greedily(params, config: model_lib.TransformerConfig, prompt: jax.A
   seq = jnp.take_along_axis(seq, order, axis=1)
   mask = jnp.take_along_axis(mask, order, axis=1)
   out = sampling.generate(params, config, seq, mask, jax.random.key(0), max_new_tokens=c,
-                          stop_tokens=jnp.array([eos_id], jnp.int32))
-  completions = opt_lib.splice(partial, out.tokens, partial_len)
+                          stop_tokens=jnp.array([eos_id], jnp.int32), pad_id=pad_id)
+  completions = opt_lib.splice(partial, out.tokens, partial_len, pad_id)
   generated = jnp.minimum(out.lengths, c - partial_len).astype(jnp.float32)
   return completions, 1.0 + partial_len + generated, generated
 
@@ -195,11 +198,13 @@ def make_search_decoder(model_config: model_lib.TransformerConfig, search_config
                         extract_answer: Callable[[str], str | None] | None = None,
                         answer_prefix_ids: Sequence[int] | None = None, critic_params: Any = None,
                         rollout_model_config: model_lib.TransformerConfig | None = None,
-                        rollout_params: Any = None) -> decoding.DecodeFn:
+                        rollout_params: Any = None, pad_id: int = PAD_ID,
+                        bos_id: int = BOS_ID) -> decoding.DecodeFn:
   """eta-MCTS + ``search_config.answer_selection`` as a ``decoding.DecodeFn``.
 
   ``critic_params`` / ``rollout_params`` are bound here (the interface passes
-  only the policy params); see ``mcts.make_search`` for the other arguments.
+  only the policy params); see ``mcts.make_search`` for the other arguments
+  (``pad_id`` / ``bos_id``: the tokenizer's).
   The returned function runs on the host (the vote calls ``extract_answer``
   on text); the search and the greedy completion inside are jitted. It sees
   only the prompts.
@@ -207,7 +212,8 @@ def make_search_decoder(model_config: model_lib.TransformerConfig, search_config
   cfg = mcts.SearchConfig.from_config(search_config)
   search = mcts.make_search(model_config, cfg, eos_id, delimiter_ids, critics,
                             answer_prefix_ids=answer_prefix_ids,
-                            rollout_model_config=rollout_model_config)
+                            rollout_model_config=rollout_model_config, pad_id=pad_id,
+                            bos_id=bos_id)
 
   def decode(params, prompt, prompt_mask, rng) -> decoding.DecodeResult:
     out = search(params, prompt, prompt_mask, rng, critic_params, rollout_params)
@@ -220,7 +226,7 @@ def make_search_decoder(model_config: model_lib.TransformerConfig, search_config
     if not terminal.all():
       done, extra_fwd, extra_toks = complete_greedily(
           params, model_config, prompt, prompt_mask, jnp.asarray(tokens),
-          jnp.asarray(lengths), eos_id=eos_id)
+          jnp.asarray(lengths), eos_id=eos_id, pad_id=pad_id)
       need = ~terminal
       tokens = np.where(need[:, None], np.asarray(done), tokens)
       fwd = fwd + need * np.asarray(extra_fwd)
