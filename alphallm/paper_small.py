@@ -266,7 +266,7 @@ def orm_rerank_row(ctx, params, critic, n: int, name: str) -> dict[str, Any]:
   from alphallm import sampling  # pylint: disable=import-outside-toplevel
   ev, task, tok = ctx.config.eval, ctx.task, ctx.tokenizer
   fn = decoding.make_multi_sampler(ctx.model_cfg, n, ev.max_new_tokens, tok.eos_id,
-                                   ev.temperature)
+                                   ev.temperature, pad_id=tok.pad_id)
   length = ctx.config.critics.critic.seq_len
   prompts = [task.prompt(p) for p in ctx.eval_problems]
   rng = ctx.rng("eval", 0, name)
