@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import importlib.util
 import os
 import sys
 import time
@@ -70,10 +69,8 @@ PAPER_TABLE7 = {
 
 def load_base():
   """``experiments/paper_small/base.py`` as a module (``experiments`` is no package)."""
-  spec = importlib.util.spec_from_file_location("_paper_small_base", BASE_CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  from alphallm import config_files  # pylint: disable=import-outside-toplevel
+  return config_files.load(BASE_CONFIG, "_paper_small_base")
 
 
 def table_of(decoding: str) -> str:

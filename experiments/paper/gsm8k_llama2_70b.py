@@ -66,22 +66,11 @@ Config keys beyond quickstart.py's layout (read by the HF-checkpoint loop):
 ``loop.round_prompts``, ``loop.sft.epochs``, ``loop.sft.end_learning_rate``.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
+from alphallm import config_files
 
-def _load_common():
-  """``common.py`` beside this file (configs are loaded by path, not as a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py")
-  spec = importlib.util.spec_from_file_location("_alphallm_paper_common", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-common = _load_common()
+common = config_files.load_sibling(__file__, "common.py")
 
 GSM8K_TRAIN = 7473          # problems in GSM8K's train split
 GSM8K_TEST = 1319           # ... and test split

@@ -14,20 +14,18 @@ the whole pipeline runs in about a minute.
 ``get_tables_config(quick)`` holds the knobs of the extra evaluations.
 """
 
-import importlib.util
 import os
 
 import ml_collections
+
+from alphallm import config_files
 
 _QUICKSTART = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "quickstart.py")
 
 
 def _quickstart():
-  spec = importlib.util.spec_from_file_location("_paper_small_quickstart", _QUICKSTART)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.load(_QUICKSTART, "_paper_small_quickstart")
 
 
 def get_config(seed: int = 0, quick: bool = False) -> ml_collections.ConfigDict:
