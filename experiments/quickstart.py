@@ -28,7 +28,11 @@ def get_config() -> ml_collections.ConfigDict:
       dict(min_ops=2, max_ops=4, max_operand=9, ops="+-*", max_value=99))
 
   c.data = ml_collections.ConfigDict()
-  c.data.num_demos = 500      # small on purpose: an imperfect warm start
+  # Small on purpose (an imperfect warm start), but not too small: with 500
+  # demonstrations the round-0 policy's greedy accuracy ranged from 14% to 43%
+  # over seeds 0-2 (memorised demos, seed-dependent generalisation); with 750
+  # it is 49-57% on held-out problems.
+  c.data.num_demos = 750
   c.data.num_eval = 256       # held-out problems, disjoint from every train split
   c.data.seq_len = 64
 
