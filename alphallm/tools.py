@@ -16,8 +16,13 @@ attempted step, and one that is not a well-formed ``a<op>b=c`` (``21*4=2C2``,
 ``16*5=``) counts as wrong: otherwise a search guided by the calculator learns
 to write malformed steps, which nothing judges.
 
-The host-side twin for text is ``tasks.parsing.check_step_line``; the two
-agree on every line (tested). Numbers longer than ``MAX_DIGITS`` digits are
+Only finished lines are judged: a line ended by a newline or by EOS. The last
+line of a prefix (a search node ``...\n3*7=2`` on its way to ``21``, or an
+option cut at its length limit) is left open.
+
+The host-side twin for text is ``tasks.parsing.check_step_line`` (a decoded
+completion is finished: its last line ended at EOS); the two agree on every
+line (tested). Numbers longer than ``MAX_DIGITS`` digits are
 not judged, which keeps every product inside int32.
 """
 
@@ -35,6 +40,9 @@ MAX_DIGITS = parsing.CALCULATOR_MAX_DIGITS
 # Character classes of the state machine.
 _OPS = "+-*/"
 _EQ, _NL, _OTHER = 14, 15, 16   # digits are 0..9, ops 10..13
+# The end of the real tokens (padding, and past the last token): it closes the
+# last line without judging it, since a prefix's last line may still continue.
+_OPEN = 17
 
 
 def char_classes(tokenizer: Tokenizer) -> np.ndarray:
@@ -68,9 +76,9 @@ def _check(a, op, b, c):
 def count_wrong_steps(classes: Int[Array, "V"], tokens: Int[Array, "S"], mask: Bool[Array, "S"],
                       strict: bool = True) -> tuple[Int[Array, ""], Int[Array, ""]]:
   """``(steps_checked, steps_wrong)`` of one sequence (``strict``: see the module doc)."""
-  cls = jnp.where(mask, classes[tokens], _OTHER)
-  # Masked slots end a line, so a step cut off by padding is still judged.
-  cls = jnp.where(mask, cls, _NL)
+  # Past the real tokens a line is open: a prefix's last line (``3*7=2`` on its
+  # way to ``21``) is not judged; a line ended by a newline or EOS is.
+  cls = jnp.where(mask, classes[tokens], _OPEN)
 
   # Carry: field (0: a, 1: b, 2: c), numbers, digit counts, op, line still well
   # formed, line started with a digit, at a line start, a number overflowed while
@@ -80,10 +88,10 @@ def count_wrong_steps(classes: Int[Array, "V"], tokens: Int[Array, "S"], mask: B
     is_digit = c < 10
     is_op = (c >= 10) & (c < 14)
     is_eq = c == _EQ
-    is_end = c == _NL
+    is_end = (c == _NL) | (c == _OPEN)
     # Finish a line.
     complete = ok & (field == 2) & (ndig[2] > 0)
-    judged = is_end & (complete | (strict & started & ~overflow))
+    judged = (c == _NL) & (complete | (strict & started & ~overflow))
     correct = complete & _check(num[0], op, num[1], num[2])
     checked = checked + judged.astype(jnp.int32)
     wrong = wrong + (judged & ~correct).astype(jnp.int32)
@@ -109,8 +117,8 @@ def count_wrong_steps(classes: Int[Array, "V"], tokens: Int[Array, "S"], mask: B
   init = (jnp.int32(0), jnp.zeros((3,), jnp.int32), jnp.zeros((3,), jnp.int32), jnp.int32(0),
           jnp.bool_(True), jnp.bool_(False), jnp.bool_(True), jnp.bool_(False), jnp.int32(0),
           jnp.int32(0))
-  # A final end-of-line closes the last line.
-  cls = jnp.concatenate([cls, jnp.array([_NL], jnp.int32)])
+  # The end of the sequence leaves its last line open.
+  cls = jnp.concatenate([cls, jnp.array([_OPEN], jnp.int32)])
   carry, _ = jax.lax.scan(step, init, cls)
   return carry[8], carry[9]
 

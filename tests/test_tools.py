@@ -46,10 +46,28 @@ def test_non_steps_and_overlong_numbers_are_not_judged():
   assert _score(["12345+1=2\n"])[0] == 1.0      # too many digits: not judged
   assert _score(["7/0=0\n"])[0] == 0.0          # division by zero is wrong
   assert _score(["8/3=2\n"])[0] == 0.0          # inexact division is wrong
-  assert _score(["1+2=3"])[0] == 1.0            # a final line without newline is judged
-  assert _score(["1+2=4"])[0] == 0.0
+  # A last line ended by EOS is finished and judged; one ended by padding may continue.
+  eos = TOK.decode([TOK.eos_id]) if TOK.decode([TOK.eos_id]) else None
+  assert eos is None  # decode drops EOS: append the id itself
+  assert _score_ids(["1+2=3"], eos=True)[0] == 1.0
+  assert _score_ids(["1+2=4"], eos=True)[0] == 0.0
+  assert _score(["1+2=4"])[0] == 1.0             # open: may still become 1+2=45...
+  assert _score(["3*7=2"])[0] == 1.0             # a token-level node on its way to 21
   assert _score(["1+2=3\n1+2="], critic=LENIENT)[0] == 1.0   # lenient: an unfinished step
-  assert _score(["1+2=3\n1+2="])[0] == 0.0                    # is not judged; strict: wrong
+  assert _score(["1+2=3\n1+2=\n"])[0] == 0.0                # is not judged; strict: wrong
+  assert _score(["1+2=3\n1+2="])[0] == 1.0                   # ... once the line is finished
+  assert _score_ids(["1+2=3\n1+2="], eos=True)[0] == 0.0
+
+
+def _score_ids(texts, eos=False, length=64, critic=CRITIC):
+  """``_score`` with EOS after each text (it ends the last line)."""
+  ids = np.zeros((len(texts), length), np.int32)
+  mask = np.zeros((len(texts), length), bool)
+  for i, t in enumerate(texts):
+    e = [TOK.bos_id] + TOK.encode(t) + ([TOK.eos_id] if eos else [])
+    ids[i, :len(e)] = e
+    mask[i, :len(e)] = True
+  return np.asarray(critic(None, jnp.asarray(ids), jnp.asarray(mask)))
 
 
 # Lines a search at high temperature really wrote (strict mode judges them wrong).
@@ -81,7 +99,7 @@ def test_strict_twin_agrees_with_host_on_any_line(line):
   """The in-graph machine and ``parsing.check_step_line`` agree, strict and lenient."""
   for strict, critic in ((True, CRITIC), (False, LENIENT)):
     host = parsing.check_step_line(line, strict=strict)
-    if host is None and line[:1] == " ":
+    if " " in (line if not strict else line[:1]):
       continue  # parse_step tolerates spaces; the in-graph machine does not judge them
     assert _score([f"Q: x\n{line}\nA: 1"], critic=critic)[0] == float(host is not False), (
         line, strict, host)
