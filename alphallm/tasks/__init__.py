@@ -27,4 +27,17 @@ def _import_builtin():
   from alphallm.tasks import arithmetic, countdown, gsm8k, math_task  # noqa: F401
 
 
-__all__ = ["Problem", "Task", "get_task", "make_splits", "register"]
+__all__ = ["Problem", "Task", "get_task", "make_splits", "register", "task_class", "task_names"]
+
+
+def task_class(name: str) -> type[Task]:
+  """The class registered as ``name`` (no instance is built)."""
+  _import_builtin()
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown task {name!r}; known tasks: {sorted(_REGISTRY)}")
+  return _REGISTRY[name]
+
+
+def task_names() -> list[str]:
+  _import_builtin()
+  return sorted(_REGISTRY)
