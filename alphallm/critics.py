@@ -55,7 +55,6 @@ ORM: a calculator check of every ``a op b = c`` step and GSM8K
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import logging
@@ -67,15 +66,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tqdm
 from jaxtyping import Array, Bool, Float, Int
 
 from alphallm import data as data_lib
 from alphallm import graders
 from alphallm import model as model_lib
-from alphallm import sampling
 from alphallm import train
-from alphallm.tasks import Problem, Task
+from alphallm.search import mcts
+from alphallm.tasks import Task
 from alphallm.tasks import parsing
 from alphallm.tokenizer import Tokenizer
 
@@ -122,7 +120,7 @@ class CriticTrainConfig:
   checkpoint_every: int = 50
   max_to_keep: int = 2
   # None: 0 for a separate critic, SHARED_TRUNK_POLICY_COEF for a shared trunk.
-  policy_coef: float | None = None
+  policy_coef: float | str | None = "auto"
 
 
 def _default_critic_model() -> dict[str, Any]:
@@ -208,13 +206,13 @@ def default_critic_config() -> ml_collections.ConfigDict:
     (``CriticTrainConfig``).
   """
   cfg = CriticConfig().to_config_dict()
-  cfg.train.policy_coef = -1.0  # ConfigDict cannot hold None with a type; -1 means "auto".
+  cfg.train.policy_coef = "auto"
   return cfg
 
 
 def _policy_coef(train_cfg: CriticTrainConfig, shared_trunk: bool) -> float:
   coef = train_cfg.policy_coef
-  if coef is None or coef < 0:
+  if coef is None or coef == "auto":
     return SHARED_TRUNK_POLICY_COEF if shared_trunk else 0.0
   return float(coef)
 
@@ -345,7 +343,7 @@ def encode_for_scoring(tokenizer: Tokenizer, prompts: Sequence[str], completions
   return tokens, mask
 
 
-def _fixed_batches(n: int, batch_size: int):
+def fixed_batches(n: int, batch_size: int):
   """``(start, index array [batch_size])``; the last batch repeats its first index."""
   for start in range(0, n, batch_size):
     idx = np.arange(start, min(start + batch_size, n))
@@ -358,7 +356,7 @@ def score_texts(critic: Critic, tokenizer: Tokenizer, prompts: Sequence[str],
   """Scores ``[N]`` of (prompt, completion) texts, in fixed-size batches (one compile)."""
   tokens, mask = encode_for_scoring(tokenizer, prompts, completions, length, add_eos=add_eos)
   out = np.zeros((len(tokens),), np.float32)
-  for start, idx in _fixed_batches(len(tokens), batch_size):
+  for start, idx in fixed_batches(len(tokens), batch_size):
     scores = np.asarray(critic(tokens[idx], mask[idx]))
     real = min(batch_size, len(tokens) - start)
     out[start:start + real] = scores[:real]
@@ -378,7 +376,7 @@ def dataset_scores(critic: Critic, dataset: Mapping[str, np.ndarray], batch_size
   vmask = np.asarray(dataset["value_mask"]) > 0
   values = np.zeros(tokens.shape, np.float32)
   fn = values_fn(critic.config)
-  for start, idx in _fixed_batches(len(tokens), batch_size):
+  for start, idx in fixed_batches(len(tokens), batch_size):
     real = min(batch_size, len(tokens) - start)
     values[start:start + real] = np.asarray(fn(critic.params, tokens[idx], mask[idx]))[:real]
   return values[vmask], np.asarray(dataset["value_target"], np.float32)[vmask]
@@ -392,8 +390,6 @@ def search_critics(prm: Critic | None = None, orm: Critic | None = None):
   separate PRM and ORM (and the policy) can all have different parameters
   without being baked into the compiled search as constants.
   """
-  from alphallm.search import mcts  # Local: the search imports mctx.
-
   params = {}
 
   def bind(name: str, critic: Critic | None) -> CriticFn | None:
@@ -409,218 +405,6 @@ def search_critics(prm: Critic | None = None, orm: Critic | None = None):
 def _bound_critic(name: str, fn: CriticFn) -> CriticFn:
   """One function object per (slot, score fn), so equal critics share a compiled search."""
   return lambda p, tokens, mask: fn(p[name], tokens, mask)
-
-
-# ---------------------------------------------------------------------------
-# Data collection: trajectories, verifier labels, Monte Carlo step labels.
-
-
-class PolicySampler:
-  """Batched temperature sampling from the policy: a ``SampleFn``.
-
-  Prompts are left-padded to a bucketed length and decoded in fixed-size
-  batches with ``sampling.generate`` (jitted; one compile per prompt-length
-  bucket), stopping at EOS. Counts the compute it spends.
-  """
-
-  def __init__(self, params, config: model_lib.TransformerConfig, tokenizer: Tokenizer, *,
-               max_new_tokens: int, batch_size: int, top_k: int = 0, length_bucket: int = 16,
-               desc: str = "sample"):
-    self.params, self.config, self.tokenizer = params, config, tokenizer
-    self.max_new_tokens, self.batch_size, self.top_k = max_new_tokens, batch_size, top_k
-    self.length_bucket, self.desc = length_bucket, desc
-    self.stats = collections.Counter()  # rows, tokens, forward_passes
-
-  @classmethod
-  def from_config(cls, params, config: model_lib.TransformerConfig, tokenizer: Tokenizer,
-                  cfg: CollectConfig, desc: str = "sample") -> "PolicySampler":
-    """The sampler ``collect_critic_data`` needs for ``cfg`` (length, batch, top-k)."""
-    return cls(params, config, tokenizer, max_new_tokens=cfg.max_new_tokens,
-               batch_size=cfg.batch_size, top_k=cfg.top_k, desc=desc)
-
-  def __call__(self, prompts: Sequence[str], rng: jax.Array, temperature: float) -> list[str]:
-    if not prompts:
-      return []
-    longest = max(len(self.tokenizer.encode(p)) for p in prompts) + 1
-    length = -(-longest // self.length_bucket) * self.length_bucket
-    ids, mask = sampling.encode_prompts(self.tokenizer, prompts, length=length)
-    stop = jnp.array([self.tokenizer.eos_id], jnp.int32)
-    texts: list[str] = []
-    batches = list(_fixed_batches(len(prompts), self.batch_size))
-    for start, idx in tqdm.tqdm(batches, desc=self.desc, leave=False, disable=None):
-      out = sampling.generate(self.params, self.config, ids[idx], mask[idx],
-                              jax.random.fold_in(rng, start),
-                              max_new_tokens=self.max_new_tokens, temperature=temperature,
-                              top_k=self.top_k, stop_tokens=stop,
-                              pad_id=self.tokenizer.pad_id)
-      real = min(self.batch_size, len(prompts) - start)
-      tokens, lengths = jax.device_get((out.tokens, out.lengths))
-      texts.extend(sampling.decode_completions(self.tokenizer, tokens[:real]))
-      self.stats["rows"] += real
-      self.stats["tokens"] += int(lengths[:real].sum())
-      self.stats["forward_passes"] += int(lengths[:real].sum()) + real
-    return texts
-
-
-@dataclasses.dataclass
-class CriticData:
-  """Sampled trajectories and their labels; one record serves all three critics.
-
-  Attributes (M trajectories):
-    prompts: ``[M]`` prompt texts (``Task.prompt``).
-    completions: ``[M]`` sampled completions (cut at EOS).
-    problem_index: ``[M]`` int, the problem each trajectory answers.
-    outcomes: ``[M]`` float32, 1.0 if the verifier accepts, else 0.0.
-    root_labels: ``[M]`` float32, the fraction of its prompt's trajectories
-      that are correct (the MC value of the empty prefix).
-    step_labels: ``[M]`` float32 arrays, one soft MC label per step
-      (``data.split_completion``): steps before the last get the fraction of
-      rollouts from their prefix that are correct; the last step gets the
-      outcome. None when no rollouts were asked for.
-    stats: compute and counts (trajectories, rollouts, unique prefixes).
-  """
-
-  prompts: list[str]
-  completions: list[str]
-  problem_index: np.ndarray
-  outcomes: np.ndarray
-  root_labels: np.ndarray
-  step_labels: list[np.ndarray] | None
-  stats: dict[str, int] = dataclasses.field(default_factory=dict)
-
-  def __len__(self) -> int:
-    return len(self.completions)
-
-
-def hard_labels(labels: np.ndarray, threshold: float) -> np.ndarray:
-  """1.0 where a soft label reaches ``threshold``, else 0.0 (float32)."""
-  return (np.asarray(labels, np.float64) >= threshold - 1e-9).astype(np.float32)
-
-
-def collect_critic_data(task: Task, problems: Sequence[Problem], sample_fn: SampleFn,
-                        rng: jax.Array, cfg: CollectConfig | Any = CollectConfig()
-                        ) -> CriticData:
-  """Samples trajectories, labels them with the verifier, and MC-labels their steps.
-
-  1. ``cfg.num_samples`` trajectories per problem at ``cfg.temperature`` (all
-     prompts in one batched ``sample_fn`` call).
-  2. Outcome labels from ``task.verify`` (host side; the answer key is only
-     used here, to make training labels).
-  3. With ``cfg.mc_rollouts = k > 0``: every distinct step prefix (per
-     problem) of every trajectory except the whole solution gets ``k``
-     rollouts at ``cfg.rollout_temperature`` (again one batched call); its
-     label is the fraction of ``prefix + rollout`` the verifier accepts.
-
-  Args:
-    task: the task (prompt format, steps, verifier).
-    problems: the problems to sample for.
-    sample_fn: ``(prompts, rng, temperature) -> completions`` (a
-      ``PolicySampler`` over the policy; tests pass a scripted one).
-    rng: PRNG key.
-    cfg: a ``CollectConfig`` (or a mapping of its fields).
-
-  Returns:
-    ``CriticData`` with ``M = len(problems) * num_samples`` trajectories,
-    each problem's adjacent.
-  """
-  if not isinstance(cfg, CollectConfig):
-    cfg = CollectConfig(**dict(cfg))
-  if not problems:
-    raise ValueError("collect_critic_data: no problems")
-  n = cfg.num_samples
-  traj_rng, roll_rng = jax.random.split(rng)
-  base_prompts = [task.prompt(p) for p in problems]
-  index = np.repeat(np.arange(len(problems)), n)
-  prompts = [base_prompts[i] for i in index]
-  completions = list(sample_fn(prompts, traj_rng, cfg.temperature))
-  if len(completions) != len(prompts):
-    raise ValueError(f"sample_fn returned {len(completions)} completions for "
-                     f"{len(prompts)} prompts")
-  outcomes = np.array([task.verify(problems[i], c) for i, c in zip(index, completions)],
-                      np.float32)
-  root = outcomes.reshape(len(problems), n).mean(axis=1)[index].astype(np.float32)
-  stats = {"trajectories": len(prompts), "rollouts": 0, "prefixes": 0}
-
-  step_labels = None
-  if cfg.mc_rollouts > 0:
-    k = cfg.mc_rollouts
-    slots: dict[tuple[int, str], int] = {}   # (problem, prefix) -> slot
-    traj_slots, num_steps = [], []
-    for i, c in zip(index, completions):
-      pieces = data_lib.split_completion(c, task.step_delimiter)
-      prefixes = ["".join(pieces[:j + 1]) for j in range(len(pieces) - 1)]
-      traj_slots.append([slots.setdefault((int(i), pre), len(slots)) for pre in prefixes])
-      num_steps.append(len(pieces))
-    keys = list(slots)
-    fractions = np.zeros((len(keys),), np.float32)
-    if keys:
-      roll_prompts = [base_prompts[i] + pre for i, pre in keys for _ in range(k)]
-      rollouts = list(sample_fn(roll_prompts, roll_rng, cfg.rollout_temperature))
-      if len(rollouts) != len(roll_prompts):
-        raise ValueError(f"sample_fn returned {len(rollouts)} completions for "
-                         f"{len(roll_prompts)} prompts")
-      correct = np.array([task.verify(problems[keys[r // k][0]], keys[r // k][1] + text)
-                          for r, text in enumerate(rollouts)], np.float32)
-      fractions = correct.reshape(len(keys), k).mean(axis=1)
-    # Steps before the last: their prefix's MC fraction; the last: the outcome.
-    step_labels = [np.append(fractions[np.asarray(s, np.int64)], outcomes[m]).astype(np.float32)
-                   if num_steps[m] else np.zeros((0,), np.float32)
-                   for m, s in enumerate(traj_slots)]
-    stats.update(rollouts=len(keys) * k, prefixes=len(keys))
-  if isinstance(sample_fn, PolicySampler):
-    stats.update({f"sample_{key}": value for key, value in sample_fn.stats.items()})
-  return CriticData(prompts=prompts, completions=completions, problem_index=index,
-                    outcomes=outcomes, root_labels=root, step_labels=step_labels, stats=stats)
-
-
-def critic_dataset(kind: str, tokenizer: Tokenizer, critic_data: CriticData, seq_len: int, *,
-                   delimiter: str = "\n", prm_label: str = "soft", prm_threshold: float = 0.5,
-                   policy_targets: bool = False) -> dict[str, np.ndarray]:
-  """The training (or held-out evaluation) batch of a critic kind.
-
-  Args:
-    kind: "value" (targets at every state from the prompt's end to EOS),
-      "orm" (EOS only) or "prm" (each step end, plus the root state).
-    tokenizer: the tokenizer.
-    critic_data: trajectories and labels from ``collect_critic_data``.
-    seq_len: static row length.
-    delimiter: the task's step delimiter (PRM).
-    prm_label: "soft" MC fractions or "hard" (fraction >= ``prm_threshold``).
-    prm_threshold: see ``prm_label``.
-    policy_targets: if True, the completions of verified-correct trajectories
-      are also policy targets (``loss_mask``), for a shared trunk's anchor
-      loss; wrong trajectories never are.
-
-  Returns:
-    ``tokens``/``loss_mask``/``value_target``/``value_mask`` ``[M, seq_len]``.
-  """
-  if kind not in KINDS:
-    raise ValueError(f"critic kind must be one of {KINDS}, got {kind!r}")
-  d = critic_data
-  flags = list(d.outcomes >= 0.5) if policy_targets else None
-  if kind == "value":
-    out = data_lib.encode_examples(tokenizer, d.prompts, d.completions, seq_len,
-                                   value_targets=list(d.outcomes))
-    if flags is None:
-      out["loss_mask"][:] = 0.0
-    else:
-      out["loss_mask"] *= np.asarray(flags, np.float32)[:, None]
-    return out
-  if kind == "orm":
-    return data_lib.encode_outcome_examples(tokenizer, d.prompts, d.completions,
-                                            list(d.outcomes), seq_len, policy_targets=flags)
-  if d.step_labels is None:
-    raise ValueError("critic_dataset('prm'): the data has no step labels "
-                     "(collect it with mc_rollouts > 0)")
-  if prm_label not in PRM_LABELS:
-    raise ValueError(f"prm_label must be one of {PRM_LABELS}, got {prm_label!r}")
-  steps, root = d.step_labels, d.root_labels
-  if prm_label == "hard":
-    steps = [hard_labels(s, prm_threshold) for s in steps]
-    root = hard_labels(root, prm_threshold)
-  return data_lib.encode_step_value_examples(tokenizer, d.prompts, d.completions, steps,
-                                             seq_len, delimiter, prompt_targets=list(root),
-                                             policy_targets=flags)
 
 
 # ---------------------------------------------------------------------------

@@ -1,19 +1,27 @@
 """Runs an experiment: ``python -m alphallm.main --config=experiments/NAME.py --workdir=DIR``.
 
 Config values are overridden on the command line with ``--config.KEY=VALUE``
-(absl ``config_flags``, the flax-examples / big_vision convention). The
-config is locked, so a misspelt key is an error that names it; a value of
-the wrong type is an error too, and ranges are checked before any work.
+(absl ``config_flags``, the flax-examples / big_vision convention); a variant
+of an experiment file is chosen with ``--config=experiments/NAME.py:VARIANT``.
+The config is locked, so a misspelt key is an error that names it; a value of
+the wrong type is an error too, and every value is checked before any work.
+Errors print one line (``--debug`` for the traceback).
 """
+
+import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from alphallm import experiment
+from alphallm import schema
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and results.")
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (a .py with get_config()).", lock_config=True)
+_DEBUG = flags.DEFINE_boolean("debug", False, "Show tracebacks of configuration errors.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -22,9 +30,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file at INFO.
-  from alphallm import experiment  # Imported late: JAX starts after flag parsing.
   logging.info("config:\n%s", _CONFIG.value)
-  experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except schema.ConfigError as e:
+    if _DEBUG.value:
+      raise
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

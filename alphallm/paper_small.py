@@ -36,8 +36,25 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from alphallm import builders
+from alphallm import config_files
+from alphallm import critics as critics_lib
+from alphallm import data
+from alphallm import decoding
+from alphallm import evaluation
+from alphallm import experiment
+from alphallm import improve
+from alphallm import io_utils
+from alphallm import loop
+from alphallm import methods
+from alphallm import progress
+from alphallm import sampling
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(ROOT, "experiments", "paper_small", "base.py")
@@ -69,7 +86,6 @@ PAPER_TABLE7 = {
 
 def load_base():
   """``experiments/paper_small/base.py`` as a module (``experiments`` is no package)."""
-  from alphallm import config_files  # pylint: disable=import-outside-toplevel
   return config_files.load(BASE_CONFIG, "_paper_small_base")
 
 
@@ -135,16 +151,13 @@ def table3_variants(config: ml_collections.ConfigDict, tables: ml_collections.Co
 def run_seed(config: ml_collections.ConfigDict, tables: ml_collections.ConfigDict,
              workdir: str) -> list[dict[str, Any]]:
   """The loop, then the extra rows; returns the seed's rows (each with its ``table``)."""
-  from alphallm import experiment as exp  # pylint: disable=import-outside-toplevel
-  from alphallm import loop  # pylint: disable=import-outside-toplevel
 
   t0 = time.time()
-  exp.train_and_evaluate(config, workdir)
-  exp.report("seed %d: loop done in %.0f s", config.seed, time.time() - t0)
-  ctx = loop.build_context(config, workdir)
-  params = loop._on_mesh(ctx, loop.warm_start(ctx))  # pylint: disable=protected-access
-  critics = {kind: dataclasses.replace(c, params=loop._on_mesh(ctx, c.params))  # pylint: disable=protected-access
-             for kind, c in loop.train_critics(ctx, params).items()}
+  experiment.train_and_evaluate(config, workdir)
+  progress.report("seed %d: loop done in %.0f s", config.seed, time.time() - t0)
+  ctx = builders.build_context(config, workdir)
+  params = builders.on_mesh(ctx, loop.warm_start(ctx))
+  critics = loop.train_critics(ctx, params)
   if config.critics.kinds and config.critics.critic.shared_trunk:
     params = next(iter(critics.values())).params
   _sft_demos_baseline(ctx, params)
@@ -152,7 +165,7 @@ def run_seed(config: ml_collections.ConfigDict, tables: ml_collections.ConfigDic
   _table3(sub, params, critics, tables)
   _table7(sub, params, critics, tables)
   ctx.writer.close()
-  exp.report("seed %d: done in %.0f s", config.seed, time.time() - t0)
+  progress.report("seed %d: done in %.0f s", config.seed, time.time() - t0)
   return [{**r, "table": table_of(r["decoding"])} for r in ctx.results.rows]
 
 
@@ -169,14 +182,13 @@ def _done(ctx, name: str, round_: int) -> bool:
 
 
 def _add(ctx, row: dict[str, Any]) -> None:
-  from alphallm import experiment as exp  # pylint: disable=import-outside-toplevel
   ctx.results.add(row)
-  exp.report("seed %d %-32s accuracy %.3f  (%.1f forward passes/problem)", ctx.config.seed,
-             row["decoding"], row["accuracy"], row["forward_passes_per_problem"])
+  progress.report("seed %d %-32s accuracy %.3f  (%.1f forward passes/problem)",
+                  ctx.config.seed, row["decoding"], row["accuracy"],
+                  row["forward_passes_per_problem"])
 
 
 def _evaluate(ctx, name: str, fn, params, round_: int, batch_size: int, select=None) -> None:
-  from alphallm import evaluation  # pylint: disable=import-outside-toplevel
   if _done(ctx, name, round_):
     return
   row, _ = evaluation.evaluate(fn, params, ctx.task, ctx.tokenizer, ctx.eval_problems,
@@ -186,17 +198,8 @@ def _evaluate(ctx, name: str, fn, params, round_: int, batch_size: int, select=N
   _add(ctx, row)
 
 
-def _with_methods(config: ml_collections.ConfigDict, methods: Sequence[str]):
-  cfg = config.copy_and_resolve_references()
-  cfg.eval.methods = tuple(methods)
-  return cfg
-
-
 def _sft_demos_baseline(ctx, params) -> None:
   """Round-0 policy + SFT on the demonstrations for the steps of rounds 1..K together."""
-  from alphallm import data  # pylint: disable=import-outside-toplevel
-  from alphallm import experiment as exp  # pylint: disable=import-outside-toplevel
-  from alphallm import loop  # pylint: disable=import-outside-toplevel
   name, rounds = "sft_demos_greedy", ctx.config.loop.rounds
   if _done(ctx, name, rounds):
     return
@@ -206,17 +209,15 @@ def _sft_demos_baseline(ctx, params) -> None:
                                  ctx.config.data.seq_len)
   sft = ctx.config.loop.sft.copy_and_resolve_references()
   sft.steps = ctx.config.loop.sft.steps * rounds
-  baseline = exp.run_sft(sft, ctx.model_cfg, dataset, loop._copy(params), ctx.mesh,  # pylint: disable=protected-access
-                         ctx.path("checkpoints", "sft_demos_baseline"), ctx.config.seed + 1,
-                         desc="sft_demos_baseline", writer=ctx.writer)
-  baseline = loop._on_mesh(ctx, baseline)  # pylint: disable=protected-access
-  methods = exp.decoding_methods(_with_methods(ctx.config, ["greedy"]), ctx.model_cfg,
-                                 ctx.tokenizer)
-  _evaluate(ctx, name, methods["greedy"][0], baseline, rounds, ctx.config.eval.batch_size)
+  baseline = improve.run_sft(sft, ctx.model_cfg, dataset, improve.copy_params(params),
+                             ctx.mesh, ctx.path("checkpoints", "sft_demos_baseline"),
+                             ctx.config.seed + 1, desc="sft_demos_baseline", writer=ctx.writer)
+  baseline = builders.on_mesh(ctx, baseline)
+  greedy, _ = methods.baseline("greedy", ctx)
+  _evaluate(ctx, name, greedy, baseline, rounds, ctx.config.eval.batch_size)
 
 
 def _table3(ctx, params, critics, tables) -> None:
-  from alphallm import loop  # pylint: disable=import-outside-toplevel
   for variant, (search_cfg, calculator) in table3_variants(ctx.config, tables).items():
     name = f"t3/{variant}"
     if _done(ctx, name, 0) or (tables.table3_variants and variant not in tables.table3_variants):
@@ -224,17 +225,14 @@ def _table3(ctx, params, critics, tables) -> None:
     cfg = ctx.config.copy_and_resolve_references()
     cfg.critics.calculator = calculator
     vctx = dataclasses.replace(ctx, config=cfg)
-    fn = loop.make_search_decoder(vctx, critics, search_cfg)
+    fn = methods.search_decoder(vctx, critics, search_cfg)
     _evaluate(vctx, name, fn, params, 0, ctx.config.eval.search_batch_size)
 
 
 def _table7(ctx, params, critics, tables) -> None:
-  from alphallm import experiment as exp  # pylint: disable=import-outside-toplevel
-  from alphallm import loop  # pylint: disable=import-outside-toplevel
   ev = ctx.config.eval
   specs = ["greedy"] + [f"self_consistency@{n}" for n in tables.num_samples]
-  methods = exp.decoding_methods(_with_methods(ctx.config, specs), ctx.model_cfg, ctx.tokenizer)
-  for spec, (fn, select) in methods.items():
+  for spec, (fn, select) in methods.baselines(ctx, specs).items():
     _evaluate(ctx, f"t7/{spec}", fn, params, 0, ev.batch_size, select)
   critic = critics.get("orm", critics.get("value"))
   for n in tables.num_samples:
@@ -247,7 +245,7 @@ def _table7(ctx, params, critics, tables) -> None:
     cfg.num_simulations = sims
     name = f"t7/mcts@{sims}"
     if not _done(ctx, name, 0):
-      _evaluate(ctx, name, loop.make_search_decoder(ctx, critics, cfg), params, 0,
+      _evaluate(ctx, name, methods.search_decoder(ctx, critics, cfg), params, 0,
                 ev.search_batch_size)
 
 
@@ -256,11 +254,6 @@ def orm_rerank_row(ctx, params, critic, n: int, name: str) -> dict[str, Any]:
 
   Forward passes count the sampling and one critic pass per candidate.
   """
-  import jax  # pylint: disable=import-outside-toplevel
-  from alphallm import critics as critics_lib  # pylint: disable=import-outside-toplevel
-  from alphallm import decoding  # pylint: disable=import-outside-toplevel
-  from alphallm import evaluation  # pylint: disable=import-outside-toplevel
-  from alphallm import sampling  # pylint: disable=import-outside-toplevel
   ev, task, tok = ctx.config.eval, ctx.task, ctx.tokenizer
   fn = decoding.make_multi_sampler(ctx.model_cfg, n, ev.max_new_tokens, tok.eos_id,
                                    ev.temperature, pad_id=tok.pad_id)
@@ -283,7 +276,7 @@ def orm_rerank_row(ctx, params, critic, n: int, name: str) -> dict[str, Any]:
         flat_c.append(text)
     scores = critics_lib.score_texts(critic, tok, flat_p, flat_c, length=length,
                                      batch_size=ev.batch_size)
-    if ctx.config.critics.get("calculator", False):
+    if ctx.config.critics.calculator:
       scores = critics_lib.tool_orm_scores(task, flat_c, scores)
     for i, row in enumerate(cands):
       options = sampling.decode_completions(tok, row)
@@ -396,8 +389,6 @@ def to_markdown(agg: Sequence[Mapping[str, Any]], seeds: Sequence[int],
 
 def write_plots(agg: Sequence[Mapping[str, Any]], workdir: str, rounds: int) -> list[str]:
   """Accuracy vs round (Table 2) and vs forward passes (Table 7), as PNGs."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
   out_dir = os.path.join(workdir, PLOTS_DIR)
   os.makedirs(out_dir, exist_ok=True)
   paths = []
@@ -458,7 +449,6 @@ def write_plots(agg: Sequence[Mapping[str, Any]], workdir: str, rounds: int) -> 
 def write_outputs(workdir: str, rows: list[dict[str, Any]], seeds: Sequence[int],
                   rounds: int, timings: Mapping[int, float] | None = None) -> dict[str, Any]:
   """``results.json`` (rows, aggregate, seconds per seed), ``results.md`` and the plots."""
-  from alphallm import io_utils  # pylint: disable=import-outside-toplevel
   agg = aggregate(rows)
   obj = {"rows": rows, "aggregate": agg,
          "seconds_per_seed": {str(k): round(v, 1) for k, v in (timings or {}).items()}}
@@ -502,7 +492,6 @@ def main(argv: Sequence[str] | None = None) -> None:
   os.makedirs(args.workdir, exist_ok=True)
   if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     # Seeds after the first load the programs the first one compiled.
-    import jax  # pylint: disable=import-outside-toplevel
     jax.config.update("jax_compilation_cache_dir", os.path.join(args.workdir, ".jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
   obj = run(args.workdir, seeds, quick=args.quick)

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 
 import fault_harness
+from alphallm import builders
+from alphallm import improve
 from alphallm import checkpoint
 from alphallm import data
 from alphallm import datasets
@@ -99,18 +101,18 @@ def test_character_unknown_to_the_tokenizer_is_named(tmp_path):
 ])
 def test_malformed_round_prompts_file_names_file_and_line(tmp_path, bad_line, reason):
   path = tmp_path / "round1" / "prompts.jsonl"
-  experiment.write_problems(str(path), [Problem("1+1", "2"), Problem("2+2", "4")])
+  builders.write_problems(str(path), [Problem("1+1", "2"), Problem("2+2", "4")])
   path.write_text(path.read_text() + bad_line + "\n")
   with pytest.raises(ValueError, match=re.escape(f"{path}:3: malformed problem record: ")
                      + f".*(?:{reason})"):
-    loop._read_problems(str(path))  # pylint: disable=protected-access
+    builders.read_problems(str(path))  # pylint: disable=protected-access
 
 
 def test_empty_round_prompts_file(tmp_path):
   path = tmp_path / "prompts.jsonl"
   path.write_text("")
   with pytest.raises(ValueError, match=re.escape(f"{path}: no problems")):
-    loop._read_problems(str(path))  # pylint: disable=protected-access
+    builders.read_problems(str(path))  # pylint: disable=protected-access
 
 
 # ---------------------------------------------------------------------------
@@ -126,7 +128,7 @@ def test_demonstrations_longer_than_the_context_are_named(tmp_path):
 
 
 def test_search_prompt_longer_than_the_prompt_length_is_named(tmp_path):
-  ctx = loop.build_context(fault_harness.tiny_config(), str(tmp_path))
+  ctx = builders.build_context(fault_harness.tiny_config(), str(tmp_path))
   long = Problem("+".join(["1"] * ctx.prompt_len), str(ctx.prompt_len))
   problems = ctx.eval_problems[:1] + [long]
   # Raised while encoding, before the search (None here) is ever called.
@@ -246,7 +248,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
   monkeypatch.setattr(data, "batch_at", poisoned)
   with pytest.raises(train.NonFiniteLossError, match="loss is nan at training step 2; "
                      "stopping before the state is checkpointed"):
-    experiment.run_sft(sft_cfg, model_cfg, dataset, init, mesh, ckpt_dir, seed=0)
+    improve.run_sft(sft_cfg, model_cfg, dataset, init, mesh, ckpt_dir, seed=0)
   monkeypatch.undo()
   steps, (step, state, meta) = _restore_latest(sft_cfg, init, ckpt_dir)
   assert steps == [2] and step == 2 and int(state.step) == 2 and meta == {"phase": "sft"}
@@ -258,6 +260,6 @@ def test_huge_learning_rate_stops_with_the_step(tmp_path):
       tmp_path, learning_rate=1e30, warmup_steps=0, checkpoint_every=1)
   with pytest.raises(train.NonFiniteLossError,
                      match=r"(loss|grad_norm) is (nan|inf|-inf) at training step 1;"):
-    experiment.run_sft(sft_cfg, model_cfg, dataset, init, mesh, ckpt_dir, seed=0)
+    improve.run_sft(sft_cfg, model_cfg, dataset, init, mesh, ckpt_dir, seed=0)
   steps, (step, state, _) = _restore_latest(sft_cfg, init, ckpt_dir)
   assert steps == [1] and step == 1 and _all_finite(state)

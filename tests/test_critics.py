@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from alphallm import critic_data
 from alphallm import critics
 from alphallm import data
 from alphallm import graders
@@ -74,7 +75,7 @@ def test_calibration_perfect_clipped_and_degenerate():
 
 def _data(prompts, completions, outcomes, step_labels=None, root=None):
   n = len(prompts)
-  return critics.CriticData(
+  return critic_data.CriticData(
       prompts=list(prompts), completions=list(completions), problem_index=np.arange(n),
       outcomes=np.asarray(outcomes, np.float32),
       root_labels=np.asarray(root if root is not None else outcomes, np.float32),
@@ -91,25 +92,25 @@ def test_value_targets_land_at_documented_positions(tok):
   eos = p + len(good)           # same length for both rows
   step_ends = [p + good.index("\n"), p + good.index("\n", good.index("\n") + 1)]
 
-  value = critics.critic_dataset("value", tok, d, 48, policy_targets=True)
+  value = critic_data.critic_dataset("value", tok, d, 48, policy_targets=True)
   assert value["tokens"][0, eos] == tok.eos_id
   np.testing.assert_array_equal(np.flatnonzero(value["value_mask"][0]), np.arange(p - 1, eos + 1))
   np.testing.assert_array_equal(value["value_target"][:, p - 1], [1.0, 0.0])
   # Policy targets only on the verified-correct trajectory.
   assert value["loss_mask"][0].sum() == len(good) + 1 and value["loss_mask"][1].sum() == 0
 
-  orm = critics.critic_dataset("orm", tok, d, 48)
+  orm = critic_data.critic_dataset("orm", tok, d, 48)
   for row in range(2):
     np.testing.assert_array_equal(np.flatnonzero(orm["value_mask"][row]), [eos])
   np.testing.assert_array_equal(orm["value_target"][:, eos], [1.0, 0.0])
   assert orm["loss_mask"].sum() == 0
 
-  prm = critics.critic_dataset("prm", tok, d, 48, delimiter="\n")
+  prm = critic_data.critic_dataset("prm", tok, d, 48, delimiter="\n")
   np.testing.assert_array_equal(np.flatnonzero(prm["value_mask"][1]), [p - 1] + step_ends + [eos])
   assert all(tok.decode([prm["tokens"][1, i]]) == "\n" for i in [p - 1] + step_ends)
   np.testing.assert_allclose(prm["value_target"][1, [p - 1] + step_ends + [eos]],
                              [0.5, 1.0, 0.25, 0.0])
-  hard = critics.critic_dataset("prm", tok, d, 48, delimiter="\n", prm_label="hard",
+  hard = critic_data.critic_dataset("prm", tok, d, 48, delimiter="\n", prm_label="hard",
                                 prm_threshold=0.5)
   np.testing.assert_array_equal(hard["value_target"][1, [p - 1] + step_ends + [eos]],
                                 [1.0, 1.0, 0.0, 0.0])
@@ -154,7 +155,7 @@ def test_prm_labels_equal_hand_computed_fractions(arith):
   })
   cfg = critics.CollectConfig(num_samples=2, mc_rollouts=4, temperature=0.8,
                               rollout_temperature=0.6)
-  d = critics.collect_critic_data(arith, [prob], sampler, jax.random.key(0), cfg)
+  d = critic_data.collect_critic_data(arith, [prob], sampler, jax.random.key(0), cfg)
   np.testing.assert_array_equal(d.outcomes, [0.0, 1.0])
   np.testing.assert_array_equal(d.root_labels, [0.5, 0.5])
   np.testing.assert_allclose(d.step_labels[0], [2 / 4, 1 / 4, 0.0])
@@ -163,8 +164,8 @@ def test_prm_labels_equal_hand_computed_fractions(arith):
   assert [t for _, t in sampler.calls] == [0.8, 0.6]
   assert len(sampler.calls[1][0]) == 12  # all rollouts in one batched call
   assert all(not v for v in sampler.script.values())
-  np.testing.assert_array_equal(critics.hard_labels(d.step_labels[0], 0.5), [1, 0, 0])
-  np.testing.assert_array_equal(critics.hard_labels(d.step_labels[0], 1 / 4), [1, 1, 0])
+  np.testing.assert_array_equal(critic_data.hard_labels(d.step_labels[0], 0.5), [1, 0, 0])
+  np.testing.assert_array_equal(critic_data.hard_labels(d.step_labels[0], 1 / 4), [1, 1, 0])
 
 
 def test_collect_with_policy_sampler_runs_batched_rollouts(arith, tok):
@@ -174,14 +175,14 @@ def test_collect_with_policy_sampler_runs_batched_rollouts(arith, tok):
   q = arith.prompt(prob)
   collect = critics.CollectConfig(num_samples=2, mc_rollouts=3, rollout_temperature=0.0,
                                   max_new_tokens=6, batch_size=8)
-  policy = critics.PolicySampler.from_config(params, cfg, tok, collect)
+  policy = critic_data.PolicySampler.from_config(params, cfg, tok, collect)
   trajectories = ScriptedSampler({q: ["2+3=5\n5*2=11\nA: 11", "2+3=6\nA: 6"]})
 
   def sample(prompts, rng, temperature):
     return trajectories(prompts, rng, temperature) if not trajectories.calls else policy(
         prompts, rng, temperature)
 
-  d = critics.collect_critic_data(arith, [prob], sample, jax.random.key(1), collect)
+  d = critic_data.collect_critic_data(arith, [prob], sample, jax.random.key(1), collect)
   assert d.stats["prefixes"] == 3 and policy.stats["rows"] == 9
   # Greedy rollouts are identical, so each MC fraction is exactly 0 or 1, and
   # equals the verdict on one greedy continuation decoded alone.
@@ -294,7 +295,7 @@ def test_separate_critic_learns_a_learnable_labelling(tok):
       num_layers=2, embed_dim=32, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=64))
   critic = critics.init_critic(cfg, tok.vocab_size, jax.random.key(0))
   assert not critic.shared_trunk and critic.config.max_len == 40
-  eval_set = critics.critic_dataset("orm", tok, held_out, 40)
+  eval_set = critic_data.critic_dataset("orm", tok, held_out, 40)
   before = critics.evaluate_critic(critic, eval_set)
   base_rate = float(held_out.outcomes.mean())
   assert 0.3 < base_rate < 0.7
@@ -303,7 +304,7 @@ def test_separate_critic_learns_a_learnable_labelling(tok):
   train_cfg = critics.CriticTrainConfig(steps=120, batch_size=32, learning_rate=3e-3,
                                         warmup_steps=10, checkpoint_every=40)
   critic, history = critics.train_critic(
-      critic, critics.critic_dataset("orm", tok, train_data, 40), train_cfg,
+      critic, critic_data.critic_dataset("orm", tok, train_data, 40), train_cfg,
       train.data_mesh(jax.devices()[:2]), seed=0)
   mse = [h["value_mse"] for h in history]
   assert len(mse) == 120 and np.mean(mse[-10:]) < 0.5 * np.mean(mse[:10]), mse
@@ -321,7 +322,7 @@ def test_shared_trunk_training_resumes_exactly(tok, arith, tmp_path):
   problems = get_task("arithmetic", min_ops=1, max_ops=1).generate(5, 8)
   d = _data([arith.prompt(p) for p in problems], [arith.demonstration(p) for p in problems],
             [1.0, 0.0] * 4)
-  dataset = critics.critic_dataset("value", tok, d, 32, policy_targets=True)
+  dataset = critic_data.critic_dataset("value", tok, d, 32, policy_targets=True)
   train_cfg = critics.CriticTrainConfig(steps=4, batch_size=4, learning_rate=1e-2,
                                         warmup_steps=0, checkpoint_every=2)
   mesh = train.data_mesh(jax.devices()[:2])
@@ -359,4 +360,4 @@ def test_critic_config_round_trip_and_errors():
   with pytest.raises(ValueError, match="unknown keys"):
     critics.CriticConfig.from_config({"collect": {"rollouts": 2}})
   with pytest.raises(ValueError, match="step labels"):
-    critics.critic_dataset("prm", CharTokenizer(), _data(["Q\n"], ["A: 1"], [1.0]), 16)
+    critic_data.critic_dataset("prm", CharTokenizer(), _data(["Q\n"], ["A: 1"], [1.0]), 16)

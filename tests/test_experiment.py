@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from alphallm import config_files
+from alphallm import builders
 from alphallm import experiment
 from alphallm import results as results_lib
 
@@ -15,29 +17,9 @@ QUICKSTART = os.path.join(ROOT, "experiments", "quickstart.py")
 
 
 def tiny_config(rounds: int = 1):
-  """The quickstart's recipe at toy sizes: every phase runs, each in seconds."""
-  sys.path.insert(0, os.path.join(ROOT, "experiments"))
-  try:
-    import quickstart  # pylint: disable=import-outside-toplevel
-  finally:
-    sys.path.pop(0)
-  c = quickstart.get_config()
-  c.num_devices = 2
-  c.data.num_demos, c.data.num_eval = 64, 24
-  c.model.num_layers, c.model.embed_dim, c.model.mlp_dim = 1, 32, 64
-  c.sft.steps, c.sft.batch_size, c.sft.checkpoint_every, c.sft.warmup_steps = 6, 8, 3, 1
-  c.critics.num_problems, c.critics.num_calibration_problems = 16, 8
-  c.critics.critic.collect.batch_size = 32
-  c.critics.critic.train.steps, c.critics.critic.train.checkpoint_every = 4, 2
-  c.critics.critic.model = dict(num_layers=1, embed_dim=32, num_heads=4, num_kv_heads=2,
-                                head_dim=8, mlp_dim=64)
-  c.search.num_simulations, c.search.num_actions = 4, 2
-  c.eval.methods = ("greedy", "sampling", "self_consistency@2", "mcts")
-  c.eval.batch_size = c.eval.search_batch_size = 8
-  c.eval.max_new_tokens = 24
+  """The quickstart's ``tiny`` variant (every phase runs, each in seconds)."""
+  c = config_files.load(QUICKSTART).get_config("tiny")
   c.loop.rounds = rounds
-  c.loop.prompts_per_round, c.loop.search_batch_size = 12, 8
-  c.loop.sft.steps, c.loop.sft.checkpoint_every, c.loop.sft.batch_size = 4, 2, 8
   return c
 
 
@@ -83,7 +65,7 @@ def _cli(*overrides, workdir="/nonexistent/never-created"):
 @pytest.mark.parametrize("override,expected", [
     ("--config.sft.stepz=3", "stepz"),
     ("--config.sft.steps=abc", "sft.steps"),
-    ("--config.sft.steps=-5", "config.sft.steps must be > 0"),
+    ("--config.sft.steps=-5", "config.sft.steps=-5: must be >= 1"),
     ("--config.task.knobs.max_opz=3", "max_opz"),
 ])
 def test_cli_config_errors_name_the_key(override, expected):
@@ -96,12 +78,12 @@ def test_unknown_task_and_bad_knob_are_clear():
   c = tiny_config()
   c.task.name = "nope"
   with pytest.raises(ValueError, match="unknown task 'nope'"):
-    experiment.build_task(c)
+    builders.build_task(c)
   c = tiny_config()
   with c.unlocked():
     c.task.knobs.max_opz = 3
   with pytest.raises(ValueError, match="max_opz"):
-    experiment.build_task(c)
+    builders.build_task(c)
 
 
 def test_root_options_include_unexpanded_actions():

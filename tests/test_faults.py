@@ -27,6 +27,7 @@ import sys
 import pytest
 
 import fault_harness
+from alphallm import builders
 from alphallm import experiment
 from alphallm import io_utils
 from alphallm import metrics as metrics_lib
@@ -359,12 +360,12 @@ def test_problem_files_and_json_reports_survive_a_failed_write(tmp_path, monkeyp
   spy = _ReplaceSpy(monkeypatch)
   prompts = tmp_path / "round1" / "prompts.jsonl"
   report = tmp_path / "critics.json"
-  experiment.write_problems(str(prompts), [Problem("1+1", "2")])
+  builders.write_problems(str(prompts), [Problem("1+1", "2")])
   io_utils.atomic_write_json(str(report), {"value": {"ece": 0.1}})
   spy.assert_temp_then_rename(prompts, report)
   spy.fail = True
   with pytest.raises(OSError):
-    experiment.write_problems(str(prompts), [Problem("2+2", "4")])
+    builders.write_problems(str(prompts), [Problem("2+2", "4")])
   with pytest.raises(OSError):
     io_utils.atomic_write_json(str(report), {"value": {"ece": 0.9}})
   assert prompts.read_text() == '{"answer": "2", "data": {}, "question": "1+1"}\n'

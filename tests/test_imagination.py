@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alphallm import imagination as im
+from alphallm import imagination_rules as rules
 from alphallm.tasks import countdown, get_task, make_splits
 from alphallm.tasks.arithmetic import ArithmeticTask
 from alphallm.tasks.base import Problem
@@ -38,7 +39,7 @@ def _completing_sampler(task, pool_seed=123):
 
 
 def _arith_eval(question):
-  start, chain = im.arithmetic.parse_question(question)
+  start, chain = rules.arithmetic.parse_question(question)
   value = start
   for op, b in chain:
     value = _OPS[op](value, b) if op in _OPS else value // b
@@ -71,8 +72,8 @@ def test_arithmetic_answers_are_correct_and_within_knobs():
   by_uid = {p.uid: p for p in train}
   for p in problems:
     assert int(p.answer) == _arith_eval(p.question)
-    start, chain = im.arithmetic.parse_question(p.question)
-    assert im.arithmetic_value(task, start, chain) == int(p.answer)
+    start, chain = rules.arithmetic.parse_question(p.question)
+    assert rules.arithmetic_value(task, start, chain) == int(p.answer)
     if p.data["origin"]["source"] == "backward":
       assert p.answer == by_uid[p.data["origin"]["parent"]].answer
 
@@ -186,7 +187,7 @@ def test_countdown_backward_targets_an_intermediate_value():
 
 def test_dependencies_prune_unused_steps():
   steps = [(3, "+", 7, 10), (12, "*", 5, 60), (10, "+", 2, 12)]
-  assert im._dependencies([3, 7, 12, 5, 2], steps, 2) == [(3, "+", 7, 10), (10, "+", 2, 12)]
+  assert rules._dependencies([3, 7, 12, 5, 2], steps, 2) == [(3, "+", 7, 10), (10, "+", 2, 12)]
 
 
 _GARBAGE = st.one_of(

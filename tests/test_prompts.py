@@ -2,6 +2,7 @@
 
 import pytest
 
+from alphallm import builders
 from alphallm import prompts
 from alphallm.tasks import get_task
 
@@ -46,7 +47,7 @@ def test_config_prompt_wrapper_reaches_the_task_and_is_validated():
     sys.path.pop(0)
   c = quickstart.get_config()
   c.model.prompt_wrapper = "llama2_chat"
-  task = experiment.build_task(c)
+  task = builders.build_task(c)
   assert task.prompt(task.generate(0, 1)[0]).startswith("[INST] Q: ")
   experiment.validate_config(c)
   c.model.prompt_wrapper = "oops"

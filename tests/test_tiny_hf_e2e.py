@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from alphallm import builders
+from alphallm import critic_lifecycle
+from alphallm import methods
 from alphallm import critics as critics_lib
 from alphallm import data
 from alphallm import evaluation
@@ -126,9 +129,8 @@ def test_tiny_hf_paper_path_end_to_end_and_resume(paths, tmp_path, monkeypatch):
   assert len(prompts) == 8
   assert {p.data["split"] for p in prompts} == {"train"}
   assert {p.data["origin"]["source"] for p in prompts} == {"held_out"}
-  ctx = loop.build_context(config, workdir)
-  used = {p.question for p in ctx.demos + ctx.eval_problems + loop.fresh_problems(
-      ctx, config.critics.num_problems, tag="critic_data")}
+  ctx = builders.build_context(config, workdir)
+  used = {p.question for p in ctx.demos + ctx.eval_problems + ctx.fresh_problems(config.critics.num_problems, tag="critic_data")}
   assert not used & {p.question for p in prompts}
   assert ctx.mesh.shape == {"data": 2, "fsdp": 4}
 
@@ -179,7 +181,7 @@ def test_sft_disabled_starts_from_the_checkpoint(paths, tmp_path):
   gsm8k, ckpt = paths
   config = _config(gsm8k, ckpt)
   config.sft.enabled = False                   # the paper's 70B runs: no warm-start SFT
-  ctx = loop.build_context(config, str(tmp_path))
+  ctx = builders.build_context(config, str(tmp_path))
   policy = loop.warm_start(ctx)
   ctx.writer.close()
   imported = hf_import.load_hf_checkpoint(ckpt, vocab_size=ctx.tokenizer.vocab_size)[1]
@@ -197,10 +199,10 @@ def test_critic_trunk_from_a_checkpoint(paths, tmp_path):
   config.critics.checkpoint = ckpt
   config.critics.critic.model = {"dtype": "float32"}
   experiment.validate_config(config)
-  ctx = loop.build_context(config, str(tmp_path))
+  ctx = builders.build_context(config, str(tmp_path))
   ctx.writer.close()
   base = critics_lib.CriticConfig.from_config(config.critics.critic)
-  critic = loop.init_critic(ctx, base, "value", None)
+  critic = critic_lifecycle.initial_critic(ctx, base, "value", None)
   assert (critic.kind, critic.shared_trunk) == ("value", False)
   assert critic.config == ctx.model_cfg        # the same tiny Llama, vocabulary cut alike
   imported = hf_import.load_hf_checkpoint(ckpt, vocab_size=ctx.tokenizer.vocab_size)[1]
@@ -209,15 +211,15 @@ def test_critic_trunk_from_a_checkpoint(paths, tmp_path):
   base = critics_lib.CriticConfig.from_config(config.critics.critic)
   with pytest.raises(ValueError, match=r"config.critics.critic.model.num_layers=1 disagrees "
                      r"with .*config.json \(config.critics.checkpoint\), which gives 2"):
-    loop.init_critic(ctx, base, "value", None)
+    critic_lifecycle.initial_critic(ctx, base, "value", None)
 
 
 def test_search_dtype_casts_the_policy(paths):
   config = _config(*paths)
   params = {"w": jax.numpy.ones((2, 3), jax.numpy.float32)}
-  assert experiment.cast_for_search(config, params)["w"] is params["w"]   # float32 already
+  assert builders.cast_for_search(config, params)["w"] is params["w"]   # float32 already
   config.model.search_dtype = "bfloat16"
-  assert experiment.cast_for_search(config, params)["w"].dtype == jax.numpy.bfloat16
+  assert builders.cast_for_search(config, params)["w"].dtype == jax.numpy.bfloat16
 
 
 def _set(config, key, value):
@@ -281,14 +283,14 @@ def test_any_special_ids_reach_the_search(paths, tmp_path, monkeypatch, name, sp
   gsm8k, ckpt = paths
   config = _config(gsm8k, ckpt)
   config.model.tokenizer = _with_specials(tmp_path, ckpt, name, specials)
-  ctx = loop.build_context(config, str(tmp_path / "run"))
+  ctx = builders.build_context(config, str(tmp_path / "run"))
   ctx.writer.close()
   tok = ctx.tokenizer
   assert (tok.pad_id, tok.bos_id, tok.eos_id) == ids
   seen = []
   monkeypatch.setattr(mcts, "make_search", lambda *a, **kw: seen.append(kw))
-  loop.make_search(ctx, {})
-  loop.make_search_decoder(ctx, {})
+  methods.build_search(ctx, {})
+  methods.search_decoder(ctx, {})
   assert [(kw["pad_id"], kw["bos_id"]) for kw in seen] == [(tok.pad_id, tok.bos_id)] * 2
 
 
@@ -299,22 +301,22 @@ def test_tokenizer_ids_and_vocabulary_are_checked(paths, tmp_path):
   config = _config(gsm8k, ckpt)
   config.model.tokenizer = other
   with pytest.raises(ValueError, match=rf"config.model.tokenizer='{other}': no EOS token for "):
-    experiment.build_tokenizer(config)
+    builders.build_tokenizer(config)
   # A checkpoint with fewer rows than the tokenizer has ids.
   small = tmp_path / "small"
   tiny_hf.write_checkpoint(str(small), vocab_size=64, dtype="float32")
   config = _config(gsm8k, ckpt)
   config.model.checkpoint = str(small)
-  tokenizer = experiment.build_tokenizer(config)
+  tokenizer = builders.build_tokenizer(config)
   with pytest.raises(ValueError, match=rf"{small}/config.json: vocab_size=64 is smaller than "
                      rf"the {tokenizer.vocab_size} ids"):
-    experiment.build_model_config(config, tokenizer)
+    builders.build_model_config(config, tokenizer)
 
 
 def test_eval_task_must_format_completions_alike(paths):
   config = _config(*paths)
   config.task.eval_knobs.answer_line = "sentence"
-  task = experiment.build_task(config)
+  task = builders.build_task(config)
   with pytest.raises(ValueError, match="config.task.eval_knobs gives answer_prefix='The answer "
                      "is ' but config.task.knobs gives 'A: '"):
-    experiment.build_eval_task(config, task)
+    builders.build_eval_task(config, task)

@@ -36,7 +36,7 @@ def sharding() -> ml_collections.ConfigDict:
   """Parameters and optimizer state sharded over all devices (alphallm.sharding)."""
   return ml_collections.ConfigDict(dict(
       strategy="fsdp",       # "data_parallel" only for models that fit one device
-      mesh_shape=(1, -1),    # (data, fsdp): every device holds 1/n of the model
+      mesh_shape=(1, "auto"),  # (data, fsdp): every device holds 1/n of the model
       min_size=2 ** 16))     # smaller tensors are replicated
 
 

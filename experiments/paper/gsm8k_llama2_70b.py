@@ -69,6 +69,7 @@ Config keys beyond quickstart.py's layout (read by the HF-checkpoint loop):
 import ml_collections
 
 from alphallm import config_files
+from alphallm import schema
 
 common = config_files.load_sibling(__file__, "common.py")
 
@@ -85,7 +86,7 @@ COMPLETION_SLOTS = 384       # the longest GSM8K solution is ~750 characters
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.num_devices = 0  # 0: all devices.
+  c.num_devices = "auto"
   c.sharding = common.sharding()
 
   # GSM8K, 4-shot "Q: ... / The answer is N." prompts for the base model.
@@ -119,4 +120,4 @@ def get_config() -> ml_collections.ConfigDict:
                            max_option_len=64, completion_slots=COMPLETION_SLOTS)
   c.eval = common.evaluation(COMPLETION_SLOTS)
   c.loop = common.loop(ROUND_PROMPTS)
-  return c
+  return schema.overridden(c)

@@ -81,6 +81,7 @@ Config keys beyond quickstart.py's layout (read by the HF-checkpoint loop):
 import ml_collections
 
 from alphallm import config_files
+from alphallm import schema
 
 common = config_files.load_sibling(__file__, "common.py")
 
@@ -96,7 +97,7 @@ COMPLETION_SLOTS = 640       # MATH solutions are long (LaTeX tokenizes at ~2.5 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.num_devices = 0  # 0: all devices.
+  c.num_devices = "auto"
   c.sharding = common.sharding()
 
   # MATH, all levels and subjects. The task's knobs are data_dir, split,
@@ -126,4 +127,4 @@ def get_config() -> ml_collections.ConfigDict:
                            max_option_len=128, completion_slots=COMPLETION_SLOTS)
   c.eval = common.evaluation(COMPLETION_SLOTS)
   c.loop = common.loop(ROUND_PROMPTS)
-  return c
+  return schema.overridden(c)

@@ -21,7 +21,7 @@ or from ``--config.task.knobs.data_dir=DIR --config.task.eval_knobs.data_dir=DIR
 
 ``XLA_FLAGS`` gives a CPU 8 devices, so the ``(2, -1)`` mesh below is (2, 4)
 and really shards the parameters. It needs an even device count: on one
-device pass ``--config.sharding.mesh_shape='(1, -1)'``.
+device pass ``--config.sharding.mesh_shape='(1, "auto")'``.
 
 Round 0 starts from the checkpoint, fine-tunes it on 64 GSM8K train
 problems (FSDP step), trains a fresh value critic on its samples and
@@ -42,6 +42,7 @@ from collections.abc import Sequence
 import ml_collections
 from ml_collections import config_dict
 
+from alphallm import schema
 from alphallm.critics import default_critic_config
 from alphallm.search.mcts import default_search_config
 
@@ -57,11 +58,11 @@ SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")  # ids 0, 1, 2 as in Llama-2 (pad fall
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.num_devices = 0
+  c.num_devices = "auto"
 
   c.sharding = ml_collections.ConfigDict(dict(
       strategy="fsdp",      # the 70B configs' strategy, so this path is exercised
-      mesh_shape=(2, -1),   # (data, fsdp): 2 replicas of a model split over the rest
+      mesh_shape=(2, "auto"),  # (data, fsdp): 2 replicas of a model split over the rest
       min_size=1024))       # tiny tensors: shard anything of >= 1024 elements
 
   c.task = ml_collections.ConfigDict()
@@ -153,7 +154,7 @@ def get_config() -> ml_collections.ConfigDict:
       steps=2, epochs=1, batch_size=8, learning_rate=1e-3, end_learning_rate=1e-4,
       warmup_steps=0, weight_decay=0.0, grad_clip=1.0, value_coef=0.0, checkpoint_every=2,
       max_to_keep=1, log_every=1))
-  return c
+  return schema.overridden(c)
 
 
 # ---------------------------------------------------------------------------
