@@ -16,6 +16,10 @@ The prepared dataset records a fingerprint of its source files (and of
 ``skip_malformed``) in its metadata; preparing again from different files
 into the same ``tfds_dir`` is an error rather than a silent reuse of stale
 data. Prepared data whose source directory is gone is read as is.
+
+Code outside this package reads a dataset with ``loader.load(name, split,
+tfds_dir=...)``, the one place that chooses between this path and a direct
+read of the source files.
 """
 
 from __future__ import annotations
@@ -30,8 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
-from alphallm import datasets
-from alphallm.datasets import gsm8k, math_dataset
+from alphallm.datasets import base, gsm8k_format, math_format
 
 FILE_FORMAT = "array_record"
 _FEATURE_OF_TYPE = {"str": tfds.features.Text, "int": lambda: tfds.features.Scalar(np.int64)}
@@ -98,7 +101,7 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     source = self._source_dir or os.fspath(dl_manager.manual_dir)
     present = self.module.source_files(source)
     if not present:
-      raise datasets.DatasetError(
+      raise base.DatasetError(
           f"{self.module.NAME}: no split of {self.module.SPLITS} found in {source}")
     splits = {split: self.module.read_split(source, split, self._skip_malformed)
               for split in present}
@@ -112,21 +115,21 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 class GSM8KBuilder(_LocalBuilder, skip_registration=True):
-  """GSM8K from ``train.jsonl`` / ``test.jsonl`` (see ``alphallm.datasets.gsm8k``)."""
+  """GSM8K from ``train.jsonl`` / ``test.jsonl`` (see ``alphallm.datasets.gsm8k_format``)."""
 
   name = "alphallm_gsm8k"
-  module = gsm8k
-  example_cls = gsm8k.GSM8KExample
+  module = gsm8k_format
+  example_cls = gsm8k_format.GSM8KExample
   homepage = "https://github.com/openai/grade-school-math"
   MANUAL_DOWNLOAD_INSTRUCTIONS = "Place GSM8K's train.jsonl and test.jsonl in manual_dir."
 
 
 class MATHBuilder(_LocalBuilder, skip_registration=True):
-  """MATH in Hendrycks format (see ``alphallm.datasets.math_dataset``)."""
+  """MATH in Hendrycks format (see ``alphallm.datasets.math_format``)."""
 
   name = "alphallm_math"
-  module = math_dataset
-  example_cls = math_dataset.MATHExample
+  module = math_format
+  example_cls = math_format.MATHExample
   homepage = "https://github.com/hendrycks/math"
   MANUAL_DOWNLOAD_INSTRUCTIONS = ("Place MATH's train/ and test/ directories "
                                   "(<subject>/<id>.json) in manual_dir.")
@@ -149,11 +152,11 @@ def prepare(builder_cls: type[_LocalBuilder], source_dir: str | os.PathLike,
     stored = (builder.info.metadata or {}).get("fingerprint")
     if has_source and stored != source_fingerprint(builder_cls.module, source_dir,
                                                    skip_malformed):
-      raise datasets.DatasetError(
+      raise base.DatasetError(
           f"{builder.data_dir} was prepared from other source files than {source_dir} (or "
           f"with another skip_malformed): delete it or use another tfds_dir")
     return builder
-  datasets.resolve_source_dir(source_dir, builder_cls.module.NAME, builder_cls.module.ENV_VAR)
+  base.resolve_source_dir(source_dir, builder_cls.module.NAME, builder_cls.module.ENV_VAR)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=source_dir, try_download_gcs=False))
   return builder
@@ -183,7 +186,7 @@ def load_split(builder_cls: type[_LocalBuilder], split: str, source_dir: str | o
   """``split`` of the dataset, prepared in ``tfds_dir`` if needed, via ``as_data_source``."""
   builder = prepare(builder_cls, source_dir, tfds_dir, skip_malformed)
   if split not in builder.info.splits:
-    raise datasets.DatasetError(
+    raise base.DatasetError(
         f"{builder.name} in {builder.data_dir} has no split {split!r}; it has "
         f"{sorted(builder.info.splits)}")
   return ExampleSource(builder.as_data_source(split=split), builder_cls.example_cls)
