@@ -214,6 +214,19 @@ def test_math_parquet_round_trips(tmp_path):
   assert json.loads((out / "test" / "prealgebra" / "2.json").read_text()) == MATH_ROWS[2]
 
 
+@pytest.mark.parametrize("names", [
+    ("data/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet"),
+    ("algebra/math-train.parquet", "algebra/math-test.parquet"),
+    ("algebra/train/0000.parquet", "algebra/test/0000.parquet"),
+])
+def test_math_parquet_file_names(tmp_path, names):
+  for name, rows in zip(names, (MATH_ROWS[:1], MATH_ROWS)):
+    _write_parquet(tmp_path / "src" / name, rows)
+  _write_parquet(tmp_path / "src" / "algebra" / "notes.parquet", MATH_ROWS)  # No split: ignored.
+  reports, _, _ = prepare.prepare("math", str(tmp_path / "src"), str(tmp_path / "out"))
+  assert {r.split: r.count for r in reports} == {"train": 1, "test": 3}
+
+
 def test_math_bad_file_is_named_and_nothing_is_written(tmp_path):
   bad = tmp_path / "src" / "test" / "algebra" / "9.json"
   bad.parent.mkdir(parents=True)

@@ -8,7 +8,8 @@
          <source>/{train,test}-*.parquet (or .parquet)  the HF hub copy, main/
   math   <source>/{train,test}/<subject>/<id>.json      the MATH tarball
          (also under MATH/)
-         **/{train,test}-*.parquet (or .parquet)        HF hub copies (any depth <= 3)
+         **/{train,test}-*.parquet, **/*-{train,test}.parquet, **/{train,test}/0000.parquet
+                                                        HF hub copies (depth <= 3)
 
 Every record is validated by the format module's ``check_record``; an error
 names the file and line (JSONL), the file (MATH JSON) or the file and 0-based
@@ -71,10 +72,19 @@ class Record:
   rel_path: str | None = None
 
 
-def _split_of_parquet(name: str) -> str | None:
-  """``"train"`` for ``train.parquet`` or ``train-00000-of-00001.parquet``, etc."""
-  m = re.fullmatch(r"(train|test)(-[^/]*)?\.parquet", name)
-  return m.group(1) if m else None
+def _split_of_parquet(name: str, parent: str = "") -> str | None:
+  """The split a Parquet file holds, from its name (and its directory's), or None.
+
+  ``train.parquet``, ``train-00000-of-00001.parquet`` (the hub's layout),
+  ``math-train.parquet`` and ``train/0000.parquet`` all hold ``"train"``.
+  """
+  m = (re.fullmatch(r"(train|test)(?:[-_.][^/]*)?\.parquet", name)
+       or re.fullmatch(r"[^/]*[-_](train|test)\.parquet", name))
+  if m:
+    return m.group(1)
+  if parent in ("train", "test") and re.fullmatch(r"[0-9]+\.parquet", name):
+    return parent
+  return None
 
 
 def _gsm8k_in(directory: str) -> dict[str, SplitSource]:
@@ -120,7 +130,7 @@ def _parquet_files(source: str) -> dict[str, list[str]]:
     if depth >= MAX_PARQUET_DEPTH:
       dirnames.clear()
     for name in filenames:
-      split = _split_of_parquet(name)
+      split = _split_of_parquet(name, os.path.basename(dirpath))
       if split:
         found.setdefault(split, []).append(os.path.join(dirpath, name))
   return {split: sorted(paths) for split, paths in found.items()}
@@ -137,7 +147,7 @@ def find_math(source: str) -> dict[str, SplitSource]:
   parquet = _parquet_files(source)
   for sub in MATH_TREE_SUBDIRS:
     root = os.path.join(source, sub) if sub else source
-    splits = [s for s in math_format.SPLITS if os.path.isdir(os.path.join(root, s))]
+    splits = [s for s in math_format.SPLITS if math_format.split_files(root, s)]
     if splits:
       if parquet:
         raise base.DatasetError(
@@ -148,9 +158,9 @@ def find_math(source: str) -> dict[str, SplitSource]:
   if parquet:
     return {s: SplitSource(s, PARQUET, source, tuple(p)) for s, p in sorted(parquet.items())}
   raise base.DatasetError(
-      f"no MATH split found in {source}: looked for train/ or test/ (<subject>/<id>.json), "
-      f"also under MATH/, and for train-*.parquet/test-*.parquet up to {MAX_PARQUET_DEPTH} "
-      f"directories deep")
+      f"no MATH split found in {source}: looked for train/ or test/ with <subject>/<id>.json "
+      f"files, also under MATH/, and for Parquet files named by split (train-*.parquet, "
+      f"*-test.parquet, train/0000.parquet) up to {MAX_PARQUET_DEPTH} directories deep")
 
 
 def find(name: str, source: str) -> dict[str, SplitSource]:
