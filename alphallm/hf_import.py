@@ -9,12 +9,15 @@ downloaded beforehand by the user; this module never touches the network):
   mapped to the Linen parameter tree of :class:`~alphallm.model.Transformer`
   by :func:`load_hf_checkpoint`.
 
-Supported: ``model_type`` ``"llama"`` (Llama-2, Llama-3; tied or untied
-embeddings, grouped-query attention) and ``"qwen2"`` (Qwen2, Qwen2.5; q/k/v
-biases). Anything the model cannot represent (rope scaling such as Llama-3.1's
-``"llama3"``, Gemma's norm/embedding/MLP variants, sliding windows, biases on
-o_proj or the MLP, quantised weights) is refused with an error naming the
-config key, never silently approximated.
+Supported: ``model_type`` ``"llama"`` (Llama-2, Llama-3, Llama-3.1/3.2 with
+their ``"llama3"`` rope scaling; tied or untied embeddings, grouped-query
+attention) and ``"qwen2"`` (Qwen2, Qwen2.5; q/k/v biases, tied embeddings in
+the 0.5B-3B sizes; ``sliding_window`` / ``max_window_layers`` are read by HF
+only when ``use_sliding_window`` is true, which no Qwen2.5 release sets).
+Anything the model cannot represent (other rope scalings such as ``"yarn"``,
+``"linear"``, ``"dynamic"``, Gemma's norm/embedding/MLP variants, sliding
+windows, biases on o_proj or the MLP, quantised weights) is refused with a
+one-line error naming the file and config key, never silently approximated.
 
 Tensor layout (HF ``nn.Linear`` weights are ``[out, in]``)::
 
@@ -35,13 +38,13 @@ The value head is not part of an HF checkpoint; it is created fresh (see
 Not supported (refused by :func:`config_from_hf`), and the model change each
 needs:
 
-* Rope scaling (``rope_scaling`` / ``rope_parameters.rope_type``), e.g.
-  Llama-3.1/3.2's ``"llama3"``: with ``L = original_max_position_embeddings``,
-  frequencies whose wavelength exceeds ``L / low_freq_factor`` are divided by
-  ``factor``, those with a wavelength below ``L / high_freq_factor`` are kept
-  and the band between is interpolated. Needs ``TransformerConfig`` fields for
-  the scaling and ``apply_rope`` using the scaled ``inv_freq`` instead of
-  computing it from ``rope_theta`` alone.
+* Rope scalings other than ``"llama3"`` (``rope_scaling`` /
+  ``rope_parameters.rope_type``): ``"linear"`` (positions divided by
+  ``factor``), ``"dynamic"`` (NTK, theta grows with the sequence length),
+  ``"yarn"`` and ``"longrope"`` (per-band frequencies and an attention
+  scale). Each needs a case in ``alphallm.model.rope_inv_freq`` (and for
+  yarn/longrope a scale on cos/sin in ``apply_rope``). ``"llama3"`` maps to
+  ``TransformerConfig.rope_scaling="llama3"`` and its four ``rope_*`` fields.
 * Gemma (all versions): RMSNorm scaling by ``(1 + w)``, embeddings multiplied
   by ``sqrt(hidden_size)``, GeGLU MLP (tanh-GELU); Gemma-2/3 add logit
   soft-capping, post-attention/post-MLP norms and sliding-window layers.
@@ -78,40 +81,19 @@ import jax.numpy as jnp
 import ml_dtypes  # noqa: F401  (registers "bfloat16" with numpy for safetensors)
 import numpy as np
 
-from alphallm import io_utils
+from alphallm import hf_families, io_utils
+from alphallm.hf_families import UnsupportedHFConfigError  # noqa: F401  (re-exported)
 from alphallm.model import TransformerConfig
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
-
-# HF defaults for keys a config.json may omit (LlamaConfig / Qwen2Config).
-_FAMILY_DEFAULTS = {
-    "llama": {"max_position_embeddings": 2048, "rms_norm_eps": 1e-6,
-              "rope_theta": 10_000.0, "tie_word_embeddings": False},
-    "qwen2": {"max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
-              "rope_theta": 10_000.0, "tie_word_embeddings": False},
-}
-
-_GEMMA_REASON = (
-    "Gemma does not fit alphallm.model.Transformer: it needs (1) RMSNorm with a "
-    "(1 + w) scale, (2) embeddings multiplied by sqrt(hidden_size), (3) a GeGLU MLP "
-    "(gelu_pytorch_tanh instead of SiLU); Gemma-2/3 also need logit soft-capping, "
-    "sandwich (pre+post) norms and alternating sliding-window attention (Gemma-3 also "
-    "q/k norms). model.py would need config fields for these (e.g. norm_scale_offset, "
-    "embed_scale, mlp_activation) before they can be imported")
-
 # Safetensors dtypes we convert; quantised or integer weights are refused.
 _FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 
 # Buffers some older checkpoints carry that hold no learned weights.
 _IGNORED = re.compile(r"^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$")
-
-
-class UnsupportedHFConfigError(ValueError):
-  """config.json asks for something alphallm.model cannot represent."""
 
 
 class HFCheckpointError(ValueError):
@@ -134,107 +116,71 @@ def read_hf_config(path: str) -> dict[str, Any]:
   return cfg
 
 
-def _rope_theta(hf: Mapping[str, Any], defaults: Mapping[str, Any]) -> float:
-  """rope_theta from the legacy top-level key or transformers>=5 ``rope_parameters``.
-
-  Refuses every rope scaling (``rope_scaling`` / ``rope_parameters.rope_type``
-  other than ``"default"``): the model's ``apply_rope`` has unscaled
-  frequencies only.
-  """
-  params = hf.get("rope_parameters") or {}
-  if not isinstance(params, Mapping) or any(isinstance(v, Mapping) for v in params.values()):
-    raise UnsupportedHFConfigError(
-        f"config key 'rope_parameters' = {params!r}: only a single (not per-layer-type) "
-        "rope parameter set is supported")
-  for key, spec in (("rope_scaling", hf.get("rope_scaling")), ("rope_parameters", params)):
-    if not spec:
-      continue
-    kind = spec.get("rope_type", spec.get("type", "default"))
-    if kind != "default":
-      raise UnsupportedHFConfigError(
-          f"config key '{key}' has rope_type={kind!r}: rope scaling is not supported "
-          "(alphallm.model.apply_rope uses unscaled frequencies; see 'Not supported' in "
-          f"the alphallm.hf_import docstring). Spec: {dict(spec)!r}")
-  for source in (hf, params):
-    factor = source.get("partial_rotary_factor")
-    if factor not in (None, 1, 1.0):
-      raise UnsupportedHFConfigError(
-          f"config key 'partial_rotary_factor' = {factor!r}: only full-width RoPE is supported")
-  for theta in (hf.get("rope_theta"), params.get("rope_theta"), defaults["rope_theta"]):
-    if theta is not None:
-      return float(theta)
-  raise AssertionError("unreachable: the family default is set")
-
-
-def _check_family_features(hf: Mapping[str, Any], model_type: str) -> None:
-  """Raises for config options our Transformer has no parameters/compute for."""
-  act = hf.get("hidden_act", "silu")
-  if act != "silu":
-    raise UnsupportedHFConfigError(
-        f"config key 'hidden_act' = {act!r}: only 'silu' (SwiGLU MLP) is supported")
-  if hf.get("quantization_config"):
-    raise UnsupportedHFConfigError(
-        "config key 'quantization_config' is set: quantised checkpoints are not supported; "
-        "import the unquantised (bf16/f16/f32) weights")
-  if hf.get("mlp_bias"):
-    raise UnsupportedHFConfigError("config key 'mlp_bias' = true: MLP biases are not supported")
-  if model_type == "llama" and hf.get("attention_bias"):
-    raise UnsupportedHFConfigError(
-        "config key 'attention_bias' = true: Llama's attention_bias also puts a bias on "
-        "o_proj, which alphallm.model has no parameter for")
-  if model_type == "qwen2":
-    if hf.get("use_sliding_window"):
-      raise UnsupportedHFConfigError(
-          "config key 'use_sliding_window' = true: sliding-window attention is not supported")
-  layer_types = hf.get("layer_types")
-  if layer_types and any(t != "full_attention" for t in layer_types):
-    raise UnsupportedHFConfigError(
-        f"config key 'layer_types' = {layer_types!r}: only 'full_attention' layers are "
-        "supported")
-
-
 def _require(hf: Mapping[str, Any], key: str) -> Any:
   if hf.get(key) is None:
-    raise UnsupportedHFConfigError(f"config.json lacks the required key {key!r}")
+    raise UnsupportedHFConfigError(f"the required key {key!r} is missing")
   return hf[key]
 
 
 def config_from_hf(hf_config: Mapping[str, Any], dtype: str = "float32",
-                   param_dtype: str | None = None) -> TransformerConfig:
+                   param_dtype: str | None = None, *, source: str = CONFIG_FILE
+                   ) -> TransformerConfig:
   """Maps an HF ``config.json`` dict to our :class:`TransformerConfig`.
 
   Args:
     hf_config: the parsed ``config.json`` (legacy or transformers>=5 format).
     dtype: compute dtype of the imported model, e.g. ``"bfloat16"``.
     param_dtype: parameter dtype; defaults to ``dtype``.
+    source: the file ``hf_config`` came from, named first in every error.
 
   Returns:
     The config. ``max_len`` is ``max_position_embeddings``.
 
   Raises:
-    UnsupportedHFConfigError: naming the key of an unsupported model type or
-      feature (rope scaling, Gemma, sliding windows, o_proj/MLP biases, ...).
+    UnsupportedHFConfigError: ``"<source>: config key ..."``, one line naming
+      the key of an unsupported model type or feature (rope scaling other than
+      llama3, Gemma, sliding windows, o_proj/MLP biases, ...).
   """
-  hf = dict(hf_config)
+  try:
+    return _config_from_hf(dict(hf_config), dtype, param_dtype)
+  except (TypeError, ValueError) as e:  # also TransformerConfig's checks, int("x")
+    raise UnsupportedHFConfigError(f"{source}: {e}") from None
+
+
+def load_hf_config(path: str, dtype: str = "float32", param_dtype: str | None = None
+                   ) -> TransformerConfig:
+  """:func:`config_from_hf` of the ``config.json`` in directory ``path`` (errors name it)."""
+  return config_from_hf(read_hf_config(path), dtype, param_dtype,
+                        source=os.path.join(path, CONFIG_FILE))
+
+
+def _config_from_hf(hf: dict[str, Any], dtype: str, param_dtype: str | None
+                    ) -> TransformerConfig:
+  """:func:`config_from_hf` without the file name in its errors."""
   model_type = hf.get("model_type")
   if model_type is not None and str(model_type).startswith("gemma"):
-    raise UnsupportedHFConfigError(f"config key 'model_type' = {model_type!r}: {_GEMMA_REASON}")
-  if model_type not in SUPPORTED_MODEL_TYPES:
+    raise UnsupportedHFConfigError(f"config key 'model_type' = {model_type!r}: {hf_families.GEMMA_REASON}")
+  if model_type not in hf_families.SUPPORTED_MODEL_TYPES:
     raise UnsupportedHFConfigError(
         f"config key 'model_type' = {model_type!r} is not supported; supported: "
-        f"{list(SUPPORTED_MODEL_TYPES)}")
-  defaults = _FAMILY_DEFAULTS[model_type]
-  _check_family_features(hf, model_type)
-  rope_theta = _rope_theta(hf, defaults)
+        f"{list(hf_families.SUPPORTED_MODEL_TYPES)}")
+  defaults = hf_families.FAMILY_DEFAULTS[model_type]
+  hf_families.check_family_features(hf, model_type)
+  rope_theta = hf_families.rope_theta(hf, defaults)
+  rope_scaling = hf_families.rope_scaling_fields(hf)
 
   hidden = int(_require(hf, "hidden_size"))
   heads = int(_require(hf, "num_attention_heads"))
   kv_heads = hf.get("num_key_value_heads") or heads
+  if heads % int(kv_heads):
+    raise UnsupportedHFConfigError(
+        f"config key 'num_key_value_heads' = {kv_heads!r} does not divide "
+        f"num_attention_heads={heads}")
   head_dim = hf.get("head_dim")
   if head_dim is None:
     if hidden % heads:
       raise UnsupportedHFConfigError(
-          f"config.json has no 'head_dim' and hidden_size={hidden} is not a multiple of "
+          f"no key 'head_dim', and hidden_size={hidden} is not a multiple of "
           f"num_attention_heads={heads}")
     head_dim = hidden // heads
 
@@ -252,6 +198,7 @@ def config_from_hf(hf_config: Mapping[str, Any], dtype: str = "float32",
       mlp_dim=int(_require(hf, "intermediate_size")),
       max_len=int(get("max_position_embeddings")),
       rope_theta=rope_theta,
+      **rope_scaling,
       norm_eps=float(get("rms_norm_eps")),
       tie_embeddings=bool(get("tie_word_embeddings")),
       qkv_bias=model_type == "qwen2",
@@ -529,7 +476,7 @@ def load_hf_checkpoint(path: str, dtype: str = "float32", *, param_dtype: str | 
     HFCheckpointError: naming the file and tensor that is missing, unexpected,
       mis-shaped or not a float tensor. Raised before any weight is read.
   """
-  config = config_from_hf(read_hf_config(path), dtype=dtype, param_dtype=param_dtype)
+  config = load_hf_config(path, dtype=dtype, param_dtype=param_dtype)
   plan = tensor_plan(config)
   tensors = _index_tensors(checkpoint_files(path))
   _validate(path, tensors, plan, config)

@@ -49,6 +49,16 @@ class TransformerConfig:
   mlp_dim: int = 256           # F
   max_len: int = 128           # longest sequence the config is meant for
   rope_theta: float = 10_000.0
+  # RoPE frequency scaling: "none" (the plain frequencies above), or "llama3"
+  # (Llama-3.1/3.2: low frequencies divided by ``rope_scaling_factor``, high
+  # ones kept, the band between interpolated; see ``rope_inv_freq``). The
+  # other three fields are read only with "llama3".
+  rope_scaling: str = "none"
+  rope_scaling_factor: float = 1.0
+  rope_low_freq_factor: float = 1.0
+  rope_high_freq_factor: float = 4.0
+  rope_original_max_len: int = 8192   # the context length pretrained with (HF's
+                                      # original_max_position_embeddings)
   norm_eps: float = 1e-6
   tie_embeddings: bool = True
   qkv_bias: bool = False       # Qwen2 uses biases on q/k/v projections
@@ -72,6 +82,7 @@ class TransformerConfig:
           f"num_kv_heads ({self.num_kv_heads})")
     if self.head_dim % 2:
       raise ValueError(f"TransformerConfig.head_dim must be even for RoPE, got {self.head_dim}")
+    _check_rope_scaling(self)
 
   @classmethod
   def from_dict(cls, d: Any) -> "TransformerConfig":
@@ -95,6 +106,30 @@ class TransformerConfig:
     if include_value_head:
       total += d + 1
     return total
+
+
+ROPE_SCALINGS = ("none", "llama3")
+
+
+def _check_rope_scaling(cfg: TransformerConfig) -> None:
+  """Raises naming the field for an unknown scaling or llama3 factors it cannot use."""
+  if cfg.rope_scaling not in ROPE_SCALINGS:
+    raise ValueError(f"TransformerConfig.rope_scaling must be one of {ROPE_SCALINGS}, got "
+                     f"{cfg.rope_scaling!r}")
+  if cfg.rope_scaling != "llama3":
+    return
+  for name in ("rope_scaling_factor", "rope_low_freq_factor", "rope_high_freq_factor"):
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+      raise ValueError(f"TransformerConfig.{name} must be a positive number, got {value!r}")
+  if not cfg.rope_high_freq_factor > cfg.rope_low_freq_factor:
+    raise ValueError(
+        f"TransformerConfig.rope_high_freq_factor ({cfg.rope_high_freq_factor}) must exceed "
+        f"rope_low_freq_factor ({cfg.rope_low_freq_factor}) for llama3 rope scaling")
+  value = cfg.rope_original_max_len
+  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    raise ValueError(
+        f"TransformerConfig.rope_original_max_len must be a positive int, got {value!r}")
 
 
 @flax.struct.dataclass
@@ -145,11 +180,52 @@ class RMSNorm(nn.Module):
     return (y * scale.astype(jnp.float32)).astype(x.dtype)
 
 
+def llama3_inv_freq(inv_freq: Float[Array, "H2"], factor: float, low_freq_factor: float,
+                    high_freq_factor: float, original_max_len: int) -> Float[Array, "H2"]:
+  """Llama-3.1's frequency scaling (transformers' ``_compute_llama3_parameters``).
+
+  With ``L = original_max_len`` and wavelength ``w = 2 pi / f`` of each
+  frequency ``f``: ``w > L / low_freq_factor`` gives ``f / factor``,
+  ``w < L / high_freq_factor`` keeps ``f``, and between them
+  ``(1 - s) f / factor + s f`` with ``s = (L / w - low) / (high - low)``.
+
+  Args:
+    inv_freq: ``[H/2]`` float32 unscaled inverse frequencies.
+  Returns:
+    ``[H/2]`` float32 scaled inverse frequencies.
+  """
+  wavelen = 2 * jnp.pi / inv_freq
+  low_wavelen = original_max_len / low_freq_factor
+  high_wavelen = original_max_len / high_freq_factor
+  scaled = jnp.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+  smooth = (original_max_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+  smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+  medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+  return jnp.where(medium, smoothed, scaled).astype(jnp.float32)
+
+
+def rope_inv_freq(config: TransformerConfig) -> Float[Array, "H2"]:
+  """``[H/2]`` float32 RoPE inverse frequencies of ``config`` (scaled as it says)."""
+  half = config.head_dim // 2
+  inv_freq = 1.0 / (config.rope_theta ** (jnp.arange(half, dtype=jnp.float32) / half))
+  if config.rope_scaling == "llama3":
+    inv_freq = llama3_inv_freq(inv_freq, config.rope_scaling_factor,
+                               config.rope_low_freq_factor, config.rope_high_freq_factor,
+                               config.rope_original_max_len)
+  return inv_freq
+
+
 def apply_rope(x: Float[Array, "B T N H"], positions: Int[Array, "B T"],
-               theta: float) -> Float[Array, "B T N H"]:
-  """Rotary embedding in the HF Llama layout (the two halves rotate together)."""
+               theta: float, inv_freq: Float[Array, "H2"] | None = None
+               ) -> Float[Array, "B T N H"]:
+  """Rotary embedding in the HF Llama layout (the two halves rotate together).
+
+  ``inv_freq`` (``[H/2]``, e.g. from :func:`rope_inv_freq`) overrides the
+  plain frequencies ``theta ** (-i / (H/2))``.
+  """
   half = x.shape[-1] // 2
-  inv_freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) / half))
+  if inv_freq is None:
+    inv_freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) / half))
   angles = positions.astype(jnp.float32)[..., None] * inv_freq           # [B T H/2]
   sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
@@ -181,8 +257,9 @@ class Attention(nn.Module):
     q = dense((cfg.num_heads, cfg.head_dim), "q_proj", cfg.qkv_bias)(x)       # B T N H
     k = dense((cfg.num_kv_heads, cfg.head_dim), "k_proj", cfg.qkv_bias)(x)    # B T K H
     v = dense((cfg.num_kv_heads, cfg.head_dim), "v_proj", cfg.qkv_bias)(x)    # B T K H
-    q = apply_rope(q, positions, cfg.rope_theta)
-    k = apply_rope(k, positions, cfg.rope_theta)
+    inv_freq = rope_inv_freq(cfg)                                              # H/2
+    q = apply_rope(q, positions, cfg.rope_theta, inv_freq)
+    k = apply_rope(k, positions, cfg.rope_theta, inv_freq)
 
     if kv is not None:
       write = jax.vmap(lambda c, new, i: jax.lax.dynamic_update_slice(c, new, (i, 0, 0)))

@@ -8,6 +8,7 @@ transformers are not installed; the config and error tests need only
 """
 
 import copy
+import dataclasses
 import functools
 import json
 import os
@@ -41,6 +42,17 @@ QWEN25_05B = {
     "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
     "sliding_window": 32768, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
     "use_cache": True, "use_sliding_window": False, "vocab_size": 151936}
+LLAMA32_1B = dict(  # the hub's config.json of meta-llama/Llama-3.2-1B (legacy format)
+    LLAMA3_8B, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+    num_attention_heads=32, num_key_value_heads=8, head_dim=64,
+    max_position_embeddings=131072, tie_word_embeddings=True, bos_token_id=128000,
+    eos_token_id=128001, rope_scaling={
+        "factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+        "original_max_position_embeddings": 8192, "rope_type": "llama3"})
+QWEN25_15B_INSTRUCT = dict(  # Qwen/Qwen2.5-1.5B-Instruct's config.json
+    QWEN25_05B, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+    num_attention_heads=12, num_key_value_heads=2, max_window_layers=21,
+    eos_token_id=151645)
 
 
 def test_config_llama2_legacy_format():
@@ -68,6 +80,42 @@ def test_config_qwen25():
   assert cfg.num_params(include_value_head=False) == 494_032_768  # Qwen2.5-0.5B
 
 
+def test_config_llama32_rope_scaling_and_tied():
+  cfg = hf_import.config_from_hf(LLAMA32_1B)
+  assert cfg.tie_embeddings and cfg.head_dim == 64
+  assert (cfg.rope_scaling, cfg.rope_scaling_factor, cfg.rope_low_freq_factor,
+          cfg.rope_high_freq_factor, cfg.rope_original_max_len) == ("llama3", 32.0, 1.0, 4.0, 8192)
+  assert cfg.num_params(include_value_head=False) == 1_235_814_400  # Llama-3.2-1B
+  # transformers>=5 writes the same spec under rope_parameters (with rope_theta).
+  hf = {k: v for k, v in LLAMA32_1B.items() if k not in ("rope_scaling", "rope_theta")}
+  hf["rope_parameters"] = dict(LLAMA32_1B["rope_scaling"], rope_theta=500000.0)
+  assert hf_import.config_from_hf(hf) == cfg
+  # No scaling: the default fields, which reproduce the plain frequencies.
+  plain = hf_import.config_from_hf(LLAMA3_8B)
+  assert plain.rope_scaling == "none" and plain.rope_scaling_factor == 1.0
+
+
+def test_config_qwen25_15b_instruct():
+  cfg = hf_import.config_from_hf(QWEN25_15B_INSTRUCT)
+  assert cfg.qkv_bias and cfg.tie_embeddings and cfg.rope_scaling == "none"
+  assert (cfg.num_heads // cfg.num_kv_heads, cfg.head_dim, cfg.rope_theta) == (6, 128, 1e6)
+  # Published as 1.54B parameters (1.31B without the embedding).
+  n = cfg.num_params(include_value_head=False)
+  assert 1.53e9 < n < 1.55e9 and 1.30e9 < n - cfg.vocab_size * cfg.embed_dim < 1.32e9
+
+
+def test_config_errors_name_the_file(tmp_path):
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump(dict(LLAMA2_7B, rope_scaling={"rope_type": "dynamic", "factor": 2.0}), f)
+  with pytest.raises(hf_import.UnsupportedHFConfigError) as e:
+    hf_import.load_hf_config(str(tmp_path))
+  message = str(e.value)
+  assert message.startswith(str(tmp_path / "config.json") + ": config key 'rope_scaling'")
+  assert "'dynamic'" in message and "\n" not in message
+  with pytest.raises(hf_import.UnsupportedHFConfigError, match=r"^config\.json: .*'num_key"):
+    hf_import.config_from_hf(dict(LLAMA2_7B, num_key_value_heads=5))  # 32 % 5 != 0
+
+
 def test_config_transformers5_format():
   hf = {k: v for k, v in LLAMA3_8B.items() if k not in ("rope_theta", "rope_scaling")}
   hf["rope_parameters"] = {"rope_theta": 500000.0, "rope_type": "default"}
@@ -78,10 +126,17 @@ def test_config_transformers5_format():
 
 
 @pytest.mark.parametrize("hf, match", [
-    (dict(LLAMA3_8B, rope_scaling={"factor": 8.0, "low_freq_factor": 1.0,
-                                   "high_freq_factor": 4.0, "rope_type": "llama3",
-                                   "original_max_position_embeddings": 8192}),
-     r"'rope_scaling' has rope_type='llama3'"),
+    (dict(LLAMA3_8B, rope_scaling={"factor": 8.0, "rope_type": "dynamic"}),
+     r"'rope_scaling' has rope_type='dynamic'.*supported: \['default', 'llama3'\]"),
+    (dict(LLAMA32_1B, rope_scaling={"rope_type": "llama3", "factor": 32.0,
+                                    "high_freq_factor": 4.0}),
+     r"'rope_scaling\.low_freq_factor' = None"),
+    (dict(LLAMA32_1B, rope_scaling=dict(LLAMA32_1B["rope_scaling"], high_freq_factor=1.0)),
+     r"high_freq_factor=1\.0 must exceed low_freq_factor=1\.0"),
+    (dict(LLAMA32_1B, rope_scaling=dict(LLAMA32_1B["rope_scaling"], factor="8")),
+     r"'rope_scaling\.factor' = '8'"),
+    (dict(LLAMA32_1B, rope_parameters={"rope_type": "yarn", "factor": 4.0}),
+     r"'rope_parameters' has rope_type='yarn'"),
     (dict(QWEN25_05B, rope_parameters={"rope_theta": 1e6, "rope_type": "yarn", "factor": 4.0}),
      r"'rope_parameters' has rope_type='yarn'"),
     (dict(LLAMA2_7B, rope_scaling={"type": "linear", "factor": 2.0}),
@@ -97,7 +152,8 @@ def test_config_transformers5_format():
     (dict(LLAMA2_7B, quantization_config={"quant_method": "gptq"}), r"'quantization_config'"),
     (dict(QWEN25_05B, use_sliding_window=True), r"'use_sliding_window'"),
     (dict(QWEN25_05B, layer_types=["full_attention", "sliding_attention"]), r"'layer_types'"),
-    ({k: v for k, v in LLAMA2_7B.items() if k != "hidden_size"}, r"required key 'hidden_size'"),
+    ({k: v for k, v in LLAMA2_7B.items() if k != "hidden_size"},
+     r"required key 'hidden_size' is missing"),
 ])
 def test_config_refuses_unsupported(hf, match):
   with pytest.raises(hf_import.UnsupportedHFConfigError, match=match):
@@ -310,6 +366,15 @@ def _build(hf_libs, family):
   elif family == "qwen2":
     model = tr.Qwen2ForCausalLM(tr.Qwen2Config(
         **COMMON, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True))
+  elif family == "llama3_scaled":  # Llama-3.2-1B's features: llama3 rope scaling, tied, GQA 4:1
+    model = tr.LlamaForCausalLM(tr.LlamaConfig(
+        **COMMON, num_attention_heads=8, num_key_value_heads=2, head_dim=16,
+        tie_word_embeddings=True, rope_parameters=dict(LLAMA3_SCALING, rope_theta=10000.0)))
+  elif family == "qwen25":  # Qwen2.5-0.5B's features: GQA 7:1, tied, qkv bias, theta 1e6
+    model = tr.Qwen2ForCausalLM(tr.Qwen2Config(
+        **dict(COMMON, hidden_size=112), num_attention_heads=14, num_key_value_heads=2,
+        tie_word_embeddings=True, rope_theta=1e6, use_sliding_window=False,
+        sliding_window=32768, max_window_layers=1))
   else:
     raise ValueError(family)
   with torch.no_grad():
@@ -335,17 +400,24 @@ def _hf_greedy(hf_libs, model, prompt, n):
 
 
 PARITY_TOKENS = np.random.default_rng(1).integers(0, VOCAB, (2, 16))
+# original_max_position_embeddings 32, factor 4: wavelengths 2 pi 10000^(i/8), i < 8, fall
+# in all three bands (i=0 kept, i=1 interpolated, i>=2 divided by 4), and 48 positions
+# reach well past 32 / 4.
+LLAMA3_SCALING = {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
+                  "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
+LONG_TOKENS = np.random.default_rng(2).integers(0, VOCAB, (2, 48))
 PROMPTS = [[5, 17, 99, 3, 42], [7, 64, 101]]
 
 
 @pytest.mark.parametrize("family, num_shards", [
-    ("llama_gqa", "sharded"), ("llama_tied", "single"), ("qwen2", "sharded")])
+    ("llama_gqa", "sharded"), ("llama_tied", "single"), ("qwen2", "sharded"),
+    ("llama3_scaled", "single"), ("qwen25", "single")])
 def test_parity_logits_and_greedy(hf_libs, tmp_path, family, num_shards):
   model = _build(hf_libs, family)
   model.save_pretrained(tmp_path, max_shard_size="40KB" if num_shards == "sharded" else "1GB")
   assert os.path.isfile(tmp_path / "model.safetensors.index.json") == (num_shards == "sharded")
   config, params = hf_import.load_hf_checkpoint(str(tmp_path))
-  assert config.qkv_bias == (family == "qwen2")
+  assert config.qkv_bias == family.startswith("qwen")
   assert config.tie_embeddings == (family != "llama_gqa")
 
   diff = np.abs(_logits(config, params, PARITY_TOKENS)
@@ -363,6 +435,28 @@ def test_parity_logits_and_greedy(hf_libs, tmp_path, family, num_shards):
     np.testing.assert_array_equal(np.asarray(ours.tokens[row]),
                                   _hf_greedy(hf_libs, model, prompt, n),
                                   err_msg=f"{family}: greedy continuation of {prompt}")
+
+
+def _relative_diff(ours, ref):
+  return float(np.abs(ours - ref).max() / np.abs(ref).max())
+
+
+def test_llama3_rope_scaling_parity_and_that_it_matters(hf_libs, tmp_path):
+  """Logits at 48 positions match HF's to 1e-4 relative; ignoring the scaling does not."""
+  model = _build(hf_libs, "llama3_scaled")
+  model.save_pretrained(tmp_path)
+  config, params = hf_import.load_hf_checkpoint(str(tmp_path))
+  assert (config.rope_scaling, config.rope_scaling_factor, config.rope_original_max_len) == (
+      "llama3", 4.0, 32)
+  ref = _hf_logits(hf_libs, model, LONG_TOKENS)
+  diff = _relative_diff(_logits(config, params, LONG_TOKENS), ref)
+  assert diff <= 1e-4, f"llama3 rope scaling: relative max |logits - HF| = {diff}"
+  unscaled = dataclasses.replace(config, rope_scaling="none")
+  ignored = _relative_diff(_logits(unscaled, params, LONG_TOKENS), ref)
+  assert ignored > 100 * max(diff, 1e-6), f"scaling ignored: only {ignored} off HF"
+  # The inverse frequencies themselves, against HF's rotary buffer.
+  hf_inv = model.model.rotary_emb.inv_freq.numpy()
+  np.testing.assert_allclose(np.asarray(model_lib.rope_inv_freq(config)), hf_inv, rtol=1e-6)
 
 
 def test_bf16_checkpoint(hf_libs, tmp_path):
