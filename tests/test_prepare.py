@@ -68,9 +68,9 @@ def test_gsm8k_jsonl_round_trips_through_the_loader(tmp_path):
   _write_jsonl(data / "test.jsonl", TEST, ["", "  "])
   _write_jsonl(data / "train_socratic.jsonl", TRAIN[:1])
   out = tmp_path / "out"
-  reports, removed, kind = prepare.prepare("gsm8k", str(tmp_path / "grade-school-math"), str(out))
-  assert kind == "jsonl" and removed == []
-  assert {r.split: r.count for r in reports} == {"train": 4, "test": 2}
+  result = prepare.prepare("gsm8k", str(tmp_path / "grade-school-math"), str(out))
+  assert (result.kind, result.removed, result.read_from) == ("jsonl", [], [str(data)])
+  assert {r.split: r.count for r in result.splits} == {"train": 4, "test": 2}
   assert sorted(os.listdir(out)) == ["test.jsonl", "train.jsonl"]
   assert _gsm8k_fields(loader.load("gsm8k", "train", source_dir=out)) == TRAIN
   assert _gsm8k_fields(loader.load("gsm8k", "test", source_dir=out)) == TEST
@@ -85,8 +85,9 @@ def test_gsm8k_parquet_round_trips_in_shard_order(tmp_path):
   _write_parquet(snapshot / "main" / "test-00000-of-00001.parquet", TEST)
   _write_parquet(snapshot / "socratic" / "test-00000-of-00001.parquet", TEST[:1])
   out = tmp_path / "out"
-  reports, _, kind = prepare.prepare("gsm8k", str(snapshot), str(out))
-  assert kind == "parquet" and [r.count for r in reports] == [4, 2]
+  result = prepare.prepare("gsm8k", str(snapshot), str(out))
+  assert result.kind == "parquet" and [r.count for r in result.splits] == [4, 2]
+  assert result.read_from == [str(snapshot / "main")]
   assert _gsm8k_fields(loader.load("gsm8k", "train", source_dir=out)) == TRAIN
   assert _gsm8k_fields(loader.load("gsm8k", "test", source_dir=out)) == TEST
 
@@ -171,9 +172,9 @@ def test_gsm8k_source_errors(tmp_path):
 
 def test_skip_malformed_counts(tmp_path):
   _write_jsonl(tmp_path / "src" / "train.jsonl", TRAIN, ["{oops", '{"question": "q"}'])
-  reports, _, _ = prepare.prepare("gsm8k", str(tmp_path / "src"), str(tmp_path / "out"),
-                                  skip_malformed=True)
-  (r,) = reports
+  result = prepare.prepare("gsm8k", str(tmp_path / "src"), str(tmp_path / "out"),
+                           skip_malformed=True)
+  (r,) = result.splits
   assert (r.count, r.skipped) == (4, 2) and ":5: " in r.first_skipped
   assert _gsm8k_fields(loader.load("gsm8k", "train", source_dir=tmp_path / "out")) == TRAIN
 
@@ -188,8 +189,9 @@ def test_math_json_tree_round_trips(tmp_path):
   for split in ("train", "test"):
     os.symlink(os.path.join(MATH_DIR, split), src / "MATH" / split)
   out = tmp_path / "out"
-  reports, _, kind = prepare.prepare("math", str(src), str(out))
-  assert kind == "json_tree" and {r.split: r.count for r in reports} == {"train": 3, "test": 7}
+  result = prepare.prepare("math", str(src), str(out))
+  assert result.kind == "json_tree" and result.read_from == [str(src / "MATH")]
+  assert {r.split: r.count for r in result.splits} == {"train": 3, "test": 7}
   for split in ("train", "test"):
     assert loader.load("math", split, source_dir=out) == math_format.read_split(MATH_DIR, split)
   via_tfds = loader.load("math", "test", source_dir=out, tfds_dir=tmp_path / "tfds")
@@ -203,8 +205,9 @@ def test_math_parquet_round_trips(tmp_path):
                    "test-00000-of-00001.parquet", [row])
   _write_parquet(tmp_path / "src" / "algebra" / "train-00000-of-00001.parquet", MATH_ROWS[:1])
   out = tmp_path / "out"
-  reports, _, kind = prepare.prepare("math", str(tmp_path / "src"), str(out))
-  assert kind == "parquet" and {r.split: r.count for r in reports} == {"test": 3, "train": 1}
+  result = prepare.prepare("math", str(tmp_path / "src"), str(out))
+  assert result.kind == "parquet" and {r.split: r.count for r in result.splits} == {
+      "test": 3, "train": 1}
   examples = loader.load("math", "test", source_dir=out)
   assert sorted(ex.path for ex in examples) == [
       "test/algebra/0.json", "test/counting_and_probability/1.json", "test/prealgebra/2.json"]
@@ -223,8 +226,8 @@ def test_math_parquet_file_names(tmp_path, names):
   for name, rows in zip(names, (MATH_ROWS[:1], MATH_ROWS)):
     _write_parquet(tmp_path / "src" / name, rows)
   _write_parquet(tmp_path / "src" / "algebra" / "notes.parquet", MATH_ROWS)  # No split: ignored.
-  reports, _, _ = prepare.prepare("math", str(tmp_path / "src"), str(tmp_path / "out"))
-  assert {r.split: r.count for r in reports} == {"train": 1, "test": 3}
+  result = prepare.prepare("math", str(tmp_path / "src"), str(tmp_path / "out"))
+  assert {r.split: r.count for r in result.splits} == {"train": 1, "test": 3}
 
 
 def test_math_bad_file_is_named_and_nothing_is_written(tmp_path):

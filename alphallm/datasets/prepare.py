@@ -60,6 +60,23 @@ class SplitReport:
   first_skipped: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class PrepareResult:
+  """What one prepare run did.
+
+  Attributes:
+    splits: the report of each split written, in source order.
+    removed: stale outputs removed (``--force``, a split the source lacks).
+    kind: the kind of source read: ``"jsonl"``, ``"parquet"`` or ``"json_tree"``.
+    read_from: the directories the source files were found in.
+  """
+
+  splits: list[SplitReport]
+  removed: list[str]
+  kind: str
+  read_from: list[str]
+
+
 def subject_dir(subject: str) -> str:
   """A directory name for a MATH ``type``: ``"Counting & Probability"`` -> ``counting_and_probability``."""
   slug = re.sub(r"[^a-z0-9]+", "_", subject.lower().replace("&", " and ")).strip("_")
@@ -138,12 +155,8 @@ def write_outputs(out_dir: str, outputs: dict[str, dict[str, bytes]],
 
 
 def prepare(name: str, source: str, out_dir: str, *, force: bool = False,
-            skip_malformed: bool = False) -> tuple[list[SplitReport], list[str], str]:
+            skip_malformed: bool = False) -> PrepareResult:
   """Reads ``name``'s files in ``source``, validates them and writes the loader's layout in ``out_dir``.
-
-  Returns:
-    The report of each split written, the stale outputs removed, and the
-    kind of source read (``"jsonl"``, ``"parquet"`` or ``"json_tree"``).
 
   Raises:
     DatasetError: unknown dataset, nothing found in ``source``, a malformed
@@ -167,17 +180,17 @@ def prepare(name: str, source: str, out_dir: str, *, force: bool = False,
     reports.append(SplitReport(split, count, os.path.join(out_dir, OUTPUTS[name][split]),
                                len(skipped), str(skipped[0]) if skipped else ""))
   kinds = sorted({src.kind for src in found.values()})
-  return reports, removed, "+".join(kinds)
+  roots = sorted({src.root for src in found.values()})
+  return PrepareResult(reports, removed, "+".join(kinds), roots)
 
 
-def format_report(name: str, source: str, kind: str, reports: list[SplitReport],
-                  removed: list[str]) -> str:
+def format_report(name: str, result: PrepareResult) -> str:
   """The lines the command prints: the source read, then one line per split written."""
-  lines = [f"{name}: read {kind} from {source}"]
-  for r in reports:
+  lines = [f"{name}: read {result.kind} from {', '.join(result.read_from)}"]
+  for r in result.splits:
     extra = f" (skipped {r.skipped} malformed; first: {r.first_skipped})" if r.skipped else ""
     lines.append(f"  {r.split}: {r.count} examples -> {r.path}{extra}")
-  lines += [f"  removed stale {path} (the source has no such split)" for path in removed]
+  lines += [f"  removed stale {path} (the source has no such split)" for path in result.removed]
   return "\n".join(lines)
 
 
@@ -200,12 +213,12 @@ def main(argv: list[str] | None = None) -> int:
   """The command line; returns the exit status (1 with a one-line error on bad input)."""
   args = _parser().parse_args(argv)
   try:
-    reports, removed, kind = prepare(args.dataset, args.source, args.out, force=args.force,
-                                     skip_malformed=args.skip_malformed)
+    result = prepare(args.dataset, args.source, args.out, force=args.force,
+                     skip_malformed=args.skip_malformed)
   except (base.DatasetError, OSError) as e:
     print(f"prepare: error: {e}", file=sys.stderr)
     return 1
-  print(format_report(args.dataset, args.source, kind, reports, removed))
+  print(format_report(args.dataset, result))
   return 0
 
 
