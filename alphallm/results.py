@@ -9,6 +9,11 @@
 Round 0 is before any self-improvement. A row is identified by
 ``(task, round, decoding, seed)``; adding a row with the same identity
 replaces the old one, so a resumed run never duplicates rows.
+
+``results.md`` (and the plots) are derived from ``results.json``:
+``rebuild_side_files(workdir)`` regenerates them, e.g. on start after a kill
+that landed between writing ``results.json`` and ``results.md``. A bad row
+in ``results.json`` is an error naming the file and the row.
 """
 
 from __future__ import annotations
@@ -25,16 +30,27 @@ REQUIRED = {"task": str, "round": int, "decoding": str, "accuracy": float,
 _KEY = ("task", "round", "decoding", "seed")
 
 
-def validate_row(row: Mapping[str, Any]) -> dict[str, Any]:
+def validate_row(row: Mapping[str, Any], where: str = "results row") -> dict[str, Any]:
+  """``row`` with int accuracies etc. as floats; ``ValueError`` naming ``where`` and the field."""
+  if not isinstance(row, Mapping):
+    raise ValueError(f"{where} must be an object, got {type(row).__name__} {row!r:.60}")
   out = dict(row)
   for key, typ in REQUIRED.items():
     if key not in out:
-      raise ValueError(f"results row is missing {key!r}: {out}")
+      raise ValueError(f"{where} is missing {key!r}: {out}")
     if typ is float and isinstance(out[key], int):
       out[key] = float(out[key])
     if not isinstance(out[key], typ) or isinstance(out[key], bool):
-      raise ValueError(f"results row field {key!r} must be {typ.__name__}, got {out[key]!r}")
+      raise ValueError(f"{where} field {key!r} must be {typ.__name__}, got {out[key]!r}")
   return out
+
+
+def read_rows(json_path: str) -> list[dict[str, Any]]:
+  """The validated rows of a ``results.json``; errors name the file (and row)."""
+  obj = io_utils.read_json(json_path)
+  if not isinstance(obj, dict) or not isinstance(obj.get("rows"), list):
+    raise ValueError(f"{json_path}: expected an object with a 'rows' list")
+  return [validate_row(r, f"{json_path}: results row {i}") for i, r in enumerate(obj["rows"])]
 
 
 class Results:
@@ -45,10 +61,7 @@ class Results:
     self.md_path = os.path.join(workdir, "results.md")
     self.rows: list[dict[str, Any]] = []
     if os.path.exists(self.json_path):
-      obj = io_utils.read_json(self.json_path)
-      if not isinstance(obj, dict) or not isinstance(obj.get("rows"), list):
-        raise ValueError(f"{self.json_path}: expected an object with a 'rows' list")
-      self.rows = [validate_row(r) for r in obj["rows"]]
+      self.rows = read_rows(self.json_path)
 
   def add(self, row: Mapping[str, Any]) -> None:
     row = validate_row(row)
@@ -72,3 +85,34 @@ def to_markdown(rows: list[Mapping[str, Any]]) -> str:
         f"| {r['num_problems']} | {r['forward_passes_per_problem']:.1f} "
         f"| {r['tokens_per_problem']:.1f} | {r.get('seed', '')} |")
   return "\n".join(lines) + "\n"
+
+
+def rebuild_side_files(workdir: str) -> list[str]:
+  """Regenerates what is derived from ``DIR/results.json``; returns the paths written.
+
+  ``results.md`` is rewritten from the rows when it differs from them (a
+  kill between the two writes leaves it a row short); the plots are redrawn
+  (``alphallm.plots.write_plots``) when an earlier run drew them. Nothing is
+  written without ``results.json``.
+  """
+  json_path = os.path.join(workdir, "results.json")
+  if not os.path.exists(json_path):
+    return []
+  rows = read_rows(json_path)
+  md_path = os.path.join(workdir, "results.md")
+  written = []
+  want = to_markdown(rows)
+  current = None
+  if os.path.exists(md_path):
+    with open(md_path, encoding="utf-8") as f:
+      current = f.read()
+  from alphallm import plots  # pylint: disable=import-outside-toplevel (plots imports results)
+  table = plots.strip_plots_section(current).rstrip("\n") + "\n" if current else None
+  if table != want:
+    io_utils.atomic_write_text(md_path, want)
+    written.append(md_path)
+  if rows and os.path.isdir(os.path.join(workdir, plots.PLOTS_DIR)):
+    written.extend(plots.write_plots(workdir))
+    if md_path not in written:
+      written.append(md_path)
+  return written

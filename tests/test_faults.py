@@ -16,6 +16,7 @@ reference run pays for compilation.
 """
 
 import collections
+import errno
 import json
 import os
 import select
@@ -323,21 +324,31 @@ def test_results_survive_a_failed_write(tmp_path, monkeypatch):
 
 
 def test_metrics_survive_a_failed_flush(tmp_path, monkeypatch):
-  spy = _ReplaceSpy(monkeypatch)
+  # metrics.jsonl is appended (issue 15: a rewrite loses records), so the
+  # failure is that of the append's write: the file keeps its earlier lines,
+  # no torn line is left, and the record stays pending for the next flush.
   writer = metrics_lib.MetricWriter(str(tmp_path), tensorboard=False)
   writer.write("sft_round0", 2, {"loss": 1.5})
   writer.flush()
-  spy.assert_temp_then_rename(writer.path)
   before = open(writer.path).read()
-  spy.fail = True
+  real_write = os.write
+
+  def full_disk(fd, data):
+    real_write(fd, bytes(data)[:7])  # part of the line reaches the file
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(os, "write", full_disk)
   writer.write("sft_round0", 4, {"loss": 1.0})
-  with pytest.raises(OSError, match="simulated crash"):
+  with pytest.raises(OSError, match=f"no space left on device: {writer.path}$"):
     writer.flush()
+  monkeypatch.undo()
   assert open(writer.path).read() == before
   assert _listing(tmp_path) == ["metrics.jsonl"]
-  spy.fail = False
   assert metrics_lib.MetricWriter(str(tmp_path), tensorboard=False).records() == [
       {"tag": "sft_round0", "step": 2, "loss": 1.5}]
+  writer.flush()  # the pending record is written once the disk has room
+  assert metrics_lib.MetricWriter(str(tmp_path), tensorboard=False).records() == [
+      {"tag": "sft_round0", "step": 2, "loss": 1.5}, {"tag": "sft_round0", "step": 4, "loss": 1.0}]
 
 
 def test_trajectory_shard_survives_a_failed_overwrite(tmp_path, monkeypatch):
