@@ -19,20 +19,25 @@ bounded:
 
 GSM8K (``grade_gsm8k``): the reference answer follows ``#### `` on the last
 line of the reference solution. A model's answer is the number after its
-last answer statement (``####``, ``The answer is``, a line starting with our
-answer prefix ``A:``, or ``\\boxed{}``); after the last ``=`` of that line if
-it has one; or, with no answer statement, the last number of the text.
+last answer statement that carries a number (``####``, ``The answer is``, a
+line starting with our answer prefix ``A:``, or ``\\boxed{}``; ``The answer
+is correct`` carries none); after the last ``=`` of that line if it has one;
+or, with no such statement, the last number of the text. A statement (or,
+without one, a text) that leaves a bracket unclosed is malformed: no answer.
 Numbers may carry thousands separators (``1,000``), currency and units
 (``$5``, ``5 dollars``, ``20%``), a sign (``-3``) and decimals (``5.0``,
 ``.5``), or be a fraction (``3/4``). Answers are compared exactly as
 rationals.
 
 MATH (``grade_math``): the answer is the content of the last
-``\\boxed{...}`` / ``\\fbox{...}`` (or of the last answer statement after
-it). Answers are normalised (``normalize_math_answer``) and then compared by
-their canonical form (``canonical_math_answer``): the exact value when the
-answer is a rational number in a tiny grammar (``eval_rational``), tuples and
-intervals elementwise, anything else as a normalised string.
+``\\boxed{...}`` / ``\\fbox{...}``, or of the last answer statement after it
+that carries a value (``The answer is correct`` carries none and is skipped).
+Two answers are equal when their canonical forms (``canonical_math_answer``)
+are, or when ``math_equivalence.answers_equivalent`` finds them equivalent:
+``latex_math`` parses both into expression trees (never evaluating a string)
+and compares exact rational values, or numeric values at seeded random points
+for free variables, with tuples, intervals, sets and equations compared by
+structure. See ``docs/grading.md``.
 
 ``check_calculator_annotations`` is the calculator over GSM8K's
 ``<<expression=result>>`` annotations.
@@ -40,25 +45,27 @@ intervals elementwise, anything else as a normalised string.
 
 from __future__ import annotations
 
+import collections
 import fractions
 import math
 import re
+
+from alphallm import math_equivalence
+# MAX_DIGITS, MAX_EXPR_CHARS, MAX_EXPR_TOKENS, MAX_MAGNITUDE and eval_rational are part of this
+# module's API.
+from alphallm.rational_eval import (MAX_DIGITS, MAX_EXPR_CHARS, MAX_EXPR_TOKENS,  # noqa: F401
+                                    MAX_MAGNITUDE, eval_rational)
+from alphallm.rational_eval import decimal_value as _decimal
+# MAX_ANSWER_CHARS, MAX_DEPTH and normalize_math_answer are part of this module's API.
+from alphallm.latex_normalize import (BOX_COMMANDS, MAX_ANSWER_CHARS, MAX_DEPTH,  # noqa: F401
+                                      THOUSANDS_RE, box_at, normalize_math_answer)
 
 Fraction = fractions.Fraction
 
 # Texts longer than this are refused unread.
 MAX_TEXT_CHARS = 32_768
-# Answers (a boxed content, an answer line) longer than this are refused.
-MAX_ANSWER_CHARS = 512
-# Most digits a numeral may have (integer and decimal digits together).
-MAX_DIGITS = 30
-# Deepest nesting of braces or parentheses the parsers follow.
-MAX_DEPTH = 32
-# Longest expression ``eval_rational`` reads, and most tokens in it.
-MAX_EXPR_CHARS = 256
-MAX_EXPR_TOKENS = 128
-# Largest numerator / denominator of any intermediate value of the evaluator.
-MAX_MAGNITUDE = 10**60
+# Answer statements looked at, from the last one back.
+MAX_STATEMENTS = 64
 # Most elements of a tuple or interval answer.
 MAX_ELEMENTS = 32
 # GSM8K calculator annotations ``<<expression=result>>``: longest body.
@@ -69,7 +76,7 @@ MAX_ANNOTATION_CHARS = 96
 # A decimal numeral; commas only between digits (validated afterwards).
 _NUM_CORE = r"[0-9]+(?:,[0-9]+)*(?:\.[0-9]+)?|\.[0-9]+"
 _NUM_SPAN_RE = re.compile(rf"(?P<num>{_NUM_CORE})(?:/(?P<den>{_NUM_CORE}))?", re.ASCII)
-_THOUSANDS_RE = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?", re.ASCII)
+_THOUSANDS_RE = THOUSANDS_RE
 # A whole-string numeral: sign, currency, numeral or fraction, percent.
 _NUMBER_RE = re.compile(
     rf"\s{{0,8}}(?P<sign>[-\u2212]?)\s{{0,2}}\$?\s{{0,2}}(?P<sign2>[-\u2212]?)"
@@ -79,14 +86,6 @@ _NUMBER_RE = re.compile(
 _BAD_AFTER_RE = re.compile(r"\^|\*\*|_[0-9]|[eE][-+0-9]|[xX][0-9a-fA-F]|[bBoO][0-9]", re.ASCII)
 _BAD_BEFORE_RE = re.compile(r"(?:\^|\*\*|[0-9.][eE][-+]?|0[xXbBoO]|[0-9]_)$", re.ASCII)
 _MINUS_SIGNS = "-\u2212"
-
-
-def _decimal(text: str) -> Fraction | None:
-  """The exact value of ``123``, ``1.50`` or ``.5`` (no sign, no commas)."""
-  whole, _, frac = text.partition(".")
-  if len(whole) + len(frac) > MAX_DIGITS:
-    return None
-  return Fraction(int(whole or "0") * 10**len(frac) + int(frac or "0"), 10**len(frac))
 
 
 def _ungroup(text: str) -> str | None:
@@ -199,49 +198,7 @@ def _span_value(text: str, span: tuple[int, int, str, str | None]) -> Fraction |
   return value
 
 
-# --- Brace matching and boxed answers. ---
-
-
-def _brace_content(text: str, open_pos: int) -> tuple[str, int] | None:
-  """``(content, end)`` of the brace group opening at ``text[open_pos] == "{"``.
-
-  Escaped braces (``\\{``) do not count. None if the group is unclosed,
-  deeper than ``MAX_DEPTH`` or longer than ``MAX_ANSWER_CHARS``.
-  """
-  if open_pos >= len(text) or text[open_pos] != "{":
-    return None
-  depth, pos = 0, open_pos
-  limit = min(len(text), open_pos + MAX_ANSWER_CHARS + 2)
-  while pos < limit:
-    ch = text[pos]
-    if ch == "\\":
-      pos += 2
-      continue
-    if ch == "{":
-      depth += 1
-      if depth > MAX_DEPTH:
-        return None
-    elif ch == "}":
-      depth -= 1
-      if depth == 0:
-        return text[open_pos + 1:pos], pos + 1
-    pos += 1
-  return None
-
-
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
-_BARE_BOX_RE = re.compile(r" {1,4}([^\s$]{1,64})")
-
-
-def _box_at(text: str, pos: int) -> str | None:
-  """The content of the box command starting at ``pos``, or None."""
-  cmd = next(c for c in _BOX_COMMANDS if text.startswith(c, pos))
-  after = pos + len(cmd)
-  if text.startswith("{", after):
-    group = _brace_content(text, after)
-    return None if group is None else group[0]
-  m = _BARE_BOX_RE.match(text, after)  # "\boxed 5", as MATH sometimes writes.
-  return None if m is None else m.group(1)
+# --- Boxed answers and answer statements. ---
 
 
 def last_boxed(text: object) -> str | None:
@@ -254,38 +211,71 @@ def last_boxed(text: object) -> str | None:
   """
   if not isinstance(text, str) or len(text) > MAX_TEXT_CHARS:
     return None
-  pos = max(text.rfind(c) for c in _BOX_COMMANDS)
+  pos = max(text.rfind(c) for c in BOX_COMMANDS)
   if pos < 0:
     return None
-  content = _box_at(text, pos)
+  content = box_at(text, pos)
   content = None if content is None else content.strip()
   return content or None
 
-
-# --- Answer statements. ---
 
 # Where a final answer is stated. Groups: 1 a box command, else the statement
 # runs to the end of its line.
 _STATEMENT_RE = re.compile(
     r"(\\boxed|\\fbox)|####|(?i:\bthe (?:final )?answer is\b:?)|^[ \t]{0,8}A:", re.M)
+# Words that may precede a stated value ("the answer is indeed 3").
+_FILLER_RE = re.compile(
+    r"(?:[\s:,]|\b(?:indeed|therefore|thus|then|still|now|also|clearly|simply|just|"
+    r"definitely|certainly|actually|really)\b){0,16}", re.I)
+# A statement that starts like this states no value ("the answer is correct").
+_NO_VALUE_RE = re.compile(
+    r"(?:correct|right|wrong|incorrect|confirmed|verified|consistent|valid|invalid|true|"
+    r"false|not|that|this|as|above|below|given|shown|clear|obvious|the same|unchanged|"
+    r"reasonable|plausible|likely|unlikely|boxed|in|at|on|what|which|because|since|"
+    r"equal|found|calculated|computed|determined|positive|negative)\b", re.I)
 
 
-def _last_statement(text: str) -> str | None:
-  """The text of the last answer statement, or None if there is none.
-
-  A box that cannot be read (unclosed, too deep, too long) is a statement
-  with no text: ``""``.
-  """
-  last = None
-  for last in _STATEMENT_RE.finditer(text):
-    pass
-  if last is None:
-    return None
-  if last.group(1):
-    return _box_at(text, last.start()) or ""
-  end = text.find("\n", last.end())
+def _statement_body(text: str, m: re.Match) -> str:
+  """What an answer statement states: its box content, or the rest of its line."""
+  if m.group(1):
+    return box_at(text, m.start()) or ""
+  end = text.find("\n", m.end())
   end = len(text) if end < 0 else end
-  return text[last.end():min(end, last.end() + MAX_ANSWER_CHARS)]
+  body = text[m.end():min(end, m.end() + MAX_ANSWER_CHARS)]
+  return body[_FILLER_RE.match(body).end():]
+
+
+def _carries_value(body: str, needs_number: bool) -> bool:
+  """Does a (non-box) statement body state a value, a number if ``needs_number``?"""
+  if not body.strip() or _NO_VALUE_RE.match(body):
+    return False
+  return not needs_number or bool(_NUM_SPAN_RE.search(body))
+
+
+def _final_statement(text: str, needs_number: bool) -> str | None:
+  """The body of the last answer statement that carries a value, or None.
+
+  A box always carries its content; one that cannot be read (unclosed, too
+  deep, too long) is a statement with nothing in it: ``""``. Only the last
+  ``MAX_STATEMENTS`` statements are looked at.
+  """
+  matches = collections.deque(_STATEMENT_RE.finditer(text), maxlen=MAX_STATEMENTS)
+  for m in reversed(matches):
+    body = _statement_body(text, m)
+    if m.group(1) or _carries_value(body, needs_number):
+      return body
+  return None
+
+
+def _leaves_bracket_open(text: str) -> bool:
+  """Does ``text`` open a ``(``, ``[`` or ``{`` it never closes (a malformed text)?"""
+  depth = 0
+  for ch in text:
+    if ch in "([{":
+      depth += 1
+    elif ch in ")]}" and depth:
+      depth -= 1
+  return depth > 0
 
 
 # --- GSM8K. ---
@@ -302,15 +292,20 @@ def gsm8k_reference_answer(solution: object) -> Fraction | None:
 def extract_gsm8k_answer(text: object) -> Fraction | None:
   """A model's final numeric answer (see the module docstring), or None.
 
-  None when there is no number where the answer should be, or the number is
-  refused (too many digits, an exponent, division by zero).
+  None when there is no number where the answer should be, the number is
+  refused (too many digits, an exponent, division by zero), or the text it
+  is read from leaves a bracket unclosed.
   """
   if not isinstance(text, str) or len(text) > MAX_TEXT_CHARS:
     return None
-  statement = _last_statement(text)
+  statement = _final_statement(text, needs_number=True)
   if statement is None:
     spans = _number_spans(text)
-    return _span_value(text, spans[-1]) if spans else None
+    if not spans or _leaves_bracket_open(text):
+      return None
+    return _span_value(text, spans[-1])
+  if _leaves_bracket_open(statement):
+    return None
   statement = statement.rpartition("=")[2]
   spans = _number_spans(statement)
   return _span_value(statement, spans[0]) if spans else None
@@ -336,269 +331,7 @@ def grade_gsm8k(completion: object, reference: object) -> bool:
   return got is not None and got == expected
 
 
-# --- The tiny rational grammar. ---
-
-_EXPR_TOKEN_RE = re.compile(
-    r"[ ]{0,4}(?:([0-9]+(?:\.[0-9]+)?|\.[0-9]+)|(\\frac|\\cdot|\\times|\\div)(?![A-Za-z])"
-    r"|([-+*/(){}]))", re.ASCII)
-_OP_ALIASES = {"\\cdot": "*", "\\times": "*", "\\div": "/"}
-
-
-def _tokenize(expr: str) -> list[tuple[str, object]] | None:
-  """``[("num", Fraction) | ("op", str)]``, or None outside the grammar."""
-  tokens: list[tuple[str, object]] = []
-  pos, end = 0, len(expr.rstrip(" "))
-  while pos < end:
-    m = _EXPR_TOKEN_RE.match(expr, pos, end)
-    if m is None or len(tokens) >= MAX_EXPR_TOKENS:
-      return None
-    if m.group(1) is not None:
-      value = _decimal(m.group(1))
-      if value is None:
-        return None
-      tokens.append(("num", value))
-    else:
-      op = m.group(2) or m.group(3)
-      tokens.append(("op", _OP_ALIASES.get(op, op)))
-    pos = m.end()
-  return tokens
-
-
-class _Parser:
-  """Recursive descent over tokens, with a depth bound and a size bound."""
-
-  def __init__(self, tokens: list[tuple[str, object]]):
-    self.tokens = tokens
-    self.pos = 0
-    self.depth = 0
-
-  def peek_op(self) -> object:
-    if self.pos < len(self.tokens) and self.tokens[self.pos][0] == "op":
-      return self.tokens[self.pos][1]
-    return None
-
-  def take(self, op: str) -> bool:
-    if self.peek_op() == op:
-      self.pos += 1
-      return True
-    return False
-
-  def expr(self) -> Fraction | None:
-    """``expr := term (('+'|'-') term)*``."""
-    value = self.term()
-    while value is not None and self.peek_op() in ("+", "-"):
-      op = self.tokens[self.pos][1]
-      self.pos += 1
-      rhs = self.term()
-      value = None if rhs is None else _bounded(value + rhs if op == "+" else value - rhs)
-    return value
-
-  def term(self) -> Fraction | None:
-    """``term := unary (('*'|'/') unary)*``."""
-    value = self.unary()
-    while value is not None and self.peek_op() in ("*", "/"):
-      op = self.tokens[self.pos][1]
-      self.pos += 1
-      rhs = self.unary()
-      if rhs is None or (op == "/" and rhs == 0):
-        return None
-      value = _bounded(value * rhs if op == "*" else value / rhs)
-    return value
-
-  def unary(self) -> Fraction | None:
-    """``unary := ('-'|'+') unary | atom``, at most ``MAX_DEPTH`` deep."""
-    self.depth += 1
-    try:
-      if self.depth > MAX_DEPTH:
-        return None
-      if self.take("-"):
-        inner = self.unary()
-        return None if inner is None else -inner
-      if self.take("+"):
-        return self.unary()
-      return self.atom()
-    finally:
-      self.depth -= 1
-
-  def atom(self) -> Fraction | None:
-    """``atom := number | '(' expr ')' | '{' expr '}' | '\\frac' group group``."""
-    if self.pos >= len(self.tokens):
-      return None
-    kind, tok = self.tokens[self.pos]
-    self.pos += 1
-    if kind == "num":
-      return tok  # type: ignore[return-value]
-    if tok in ("(", "{"):
-      return self.group(")" if tok == "(" else "}")
-    if tok == "\\frac":
-      if not self.take("{"):
-        return None
-      num = self.group("}")
-      if num is None or not self.take("{"):
-        return None
-      den = self.group("}")
-      return None if den is None or den == 0 else _bounded(num / den)
-    return None
-
-  def group(self, close: str) -> Fraction | None:
-    """The rest of a bracketed group whose opening token was consumed."""
-    value = self.expr()
-    return value if value is not None and self.take(close) else None
-
-
-def _bounded(value: Fraction) -> Fraction | None:
-  if abs(value.numerator) > MAX_MAGNITUDE or value.denominator > MAX_MAGNITUDE:
-    return None
-  return value
-
-
-def eval_rational(expr: object) -> Fraction | None:
-  """The exact value of an expression in a tiny grammar, or None.
-
-  Grammar: decimal numerals (``12``, ``0.5``, ``.5``), ``\\frac{a}{b}``,
-  ``a/b``, ``+ - * /`` (also ``\\cdot``, ``\\times``, ``\\div``), unary
-  ``-``/``+``, and grouping with ``( )`` or ``{ }``. Refused (None): anything
-  else, division by zero, more than ``MAX_EXPR_CHARS`` characters or
-  ``MAX_EXPR_TOKENS`` tokens, nesting deeper than ``MAX_DEPTH``, numerals
-  over ``MAX_DIGITS`` digits and values beyond ``MAX_MAGNITUDE``.
-  """
-  if not isinstance(expr, str) or not expr or len(expr) > MAX_EXPR_CHARS:
-    return None
-  tokens = _tokenize(expr)
-  if not tokens:
-    return None
-  parser = _Parser(tokens)
-  value = parser.expr()
-  return value if value is not None and parser.pos == len(tokens) else None
-
-
 # --- MATH answers. ---
-
-_REMOVALS = ("\n", "\\!", "\\displaystyle", "^{\\circ}", "^\\circ", "\\$", "$", "\\%", "%",
-             "\\,", "\\;", "\\:")
-_REPLACEMENTS = (("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\mbox{", "\\text{"),
-                 ("\\ ", " "))
-_LEFT_RIGHT_RE = re.compile(r"\\(?:left|right)(?![A-Za-z])")
-_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textrm|textit|mathrm)(?=\{)")
-_EXPONENT_RE = re.compile(r"\^(?:[0-9]|\{[0-9]{1,3}\})$")
-_VARIABLE_RE = re.compile(r"[A-Za-z](?:_\{?[0-9A-Za-z]\}?)?|\\[a-z]{2,8}", re.ASCII)
-_MAX_UNIT_PASSES = 4
-
-
-def _text_groups(s: str) -> list[tuple[int, int, str]]:
-  """``(start, end, content)`` of each ``\\text{...}``-like group, in order."""
-  groups = []
-  for m in _TEXT_CMD_RE.finditer(s):
-    if groups and m.start() < groups[-1][1]:
-      continue  # Nested inside the previous group.
-    group = _brace_content(s, m.end())
-    if group is not None:
-      groups.append((m.start(), group[1], group[0]))
-  return groups
-
-
-def _strip_text(s: str) -> str:
-  """Drops trailing ``\\text{...}`` units (``5\\text{ cm}^2``), then unwraps the rest."""
-  for _ in range(_MAX_UNIT_PASSES):
-    groups = _text_groups(s)
-    if not groups:
-      return s
-    start, end, _ = groups[-1]
-    tail = s[end:].strip()
-    head = s[:start].strip()
-    if not head or (tail and _EXPONENT_RE.fullmatch(tail) is None):
-      break
-    s = head
-  out, pos = [], 0
-  for start, end, content in _text_groups(s):
-    out += [s[pos:start], content]
-    pos = end
-  return "".join(out) + s[pos:]
-
-
-def _fix_command_args(s: str, command: str, num_args: int) -> str:
-  """Braces the single-character arguments: ``\\frac12`` -> ``\\frac{1}{2}``.
-
-  ``\\sqrt2`` -> ``\\sqrt{2}``; ``\\frac{1}2`` -> ``\\frac{1}{2}``. Arguments
-  already in braces are kept; ``\\sqrt[3]{x}`` is kept.
-  """
-  pieces = s.split(command)
-  out = [pieces[0]]
-  for piece in pieces[1:]:
-    out.append(command)
-    rest = piece
-    for _ in range(num_args):
-      if not rest or rest[0] == "[":
-        break
-      if rest[0] == "{":
-        group = _brace_content(rest, 0)
-        if group is None:
-          break
-        out.append(rest[:group[1]])
-        rest = rest[group[1]:]
-      elif rest[0] == "\\":
-        break
-      else:
-        out.append("{" + rest[0] + "}")
-        rest = rest[1:]
-    out.append(rest)
-  return "".join(out)
-
-
-def _strip_variable(s: str) -> str:
-  """``x=5`` -> ``5`` when the left side is a single variable."""
-  if s.count("=") != 1:
-    return s
-  lhs, rhs = s.split("=")
-  return rhs if rhs and _VARIABLE_RE.fullmatch(lhs) else s
-
-
-def _unwrap_box(s: str) -> str:
-  """``\\boxed{5}`` -> ``5`` when the whole answer is one box."""
-  for cmd in _BOX_COMMANDS:
-    if s.startswith(cmd):
-      content = _box_at(s, 0)
-      if content is not None and s.endswith("}") and len(content) == len(s) - len(cmd) - 2:
-        return content.strip()
-  return s
-
-
-def normalize_math_answer(answer: object) -> str | None:
-  """A MATH answer in normal form, for string comparison.
-
-  Strips a surrounding box, ``\\left``/``\\right``, ``\\!`` and other
-  spacing commands, ``$``, ``%``, ``^\\circ``, trailing ``\\text{...}``
-  units (other ``\\text{}`` groups are unwrapped), thousands separators
-  (``10,\\!000``), all whitespace, a single-variable left side (``x = 5``)
-  and a final ``.``; rewrites ``\\dfrac``/``\\tfrac`` to ``\\frac``,
-  ``\\frac12`` to ``\\frac{1}{2}``, ``\\sqrt2`` to ``\\sqrt{2}`` and ``.5``
-  to ``0.5``.
-
-  Returns:
-    The normal form, or None if ``answer`` is not a string or it or its
-    normal form is longer than ``MAX_ANSWER_CHARS``.
-  """
-  if not isinstance(answer, str) or len(answer) > MAX_ANSWER_CHARS:
-    return None
-  s = _unwrap_box(answer.strip())
-  for old in _REMOVALS:
-    s = s.replace(old, "")
-  for old, new in _REPLACEMENTS:
-    s = s.replace(old, new)
-  s = _LEFT_RIGHT_RE.sub("", s)
-  s = _strip_text(s)
-  if _THOUSANDS_RE.fullmatch(s.strip().lstrip("-")):
-    s = s.replace(",", "")
-  s = "".join(s.split())
-  s = _strip_variable(s)
-  s = _fix_command_args(s, "\\frac", 2)
-  s = _fix_command_args(s, "\\sqrt", 1)
-  s = s.rstrip(".")
-  if s.startswith("."):
-    s = "0" + s
-  elif s.startswith("-."):
-    s = "-0" + s[1:]
-  return s if len(s) <= MAX_ANSWER_CHARS else None
 
 
 def _split_top_level(s: str) -> list[str] | None:
@@ -622,6 +355,8 @@ def _split_top_level(s: str) -> list[str] | None:
 
 def _canonical_atom(s: str) -> str:
   value = eval_rational(s)
+  if value is None:
+    value = math_equivalence.exact_answer_value(s)
   return s if value is None else format_number(value)
 
 
@@ -650,26 +385,41 @@ def canonical_math_answer(answer: object) -> str | None:
 
 
 def math_answers_equal(a: object, b: object) -> bool:
-  """Are two MATH answers equivalent (same ``canonical_math_answer``)?"""
+  """Are two MATH answers equivalent?
+
+  True when their ``canonical_math_answer`` forms are equal, or when
+  ``math_equivalence.answers_equivalent`` finds them equivalent (bounded:
+  anything over its size, depth, value or time limits is not equivalent).
+  """
   ca = canonical_math_answer(a)
-  return ca is not None and ca == canonical_math_answer(b)
+  cb = canonical_math_answer(b)
+  if ca is None or cb is None:
+    return False
+  return ca == cb or math_equivalence.answers_equivalent(a, b) is True
+
+
+_MATH_DELIMITERS = (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
 
 def extract_math_answer(text: object) -> str | None:
   """A model's final MATH answer, raw (not normalised), or None.
 
-  The last answer statement wins: the content of a ``\\boxed{}``/``\\fbox{}``,
-  or the rest of a line after ``A:``, ``The answer is`` or ``####`` (without
-  a trailing ``.`` and surrounding ``$``).
+  The last answer statement that carries a value wins: the content of a
+  ``\\boxed{}``/``\\fbox{}``, or the rest of a line after ``A:``, ``The
+  answer is`` or ``####`` (without a trailing ``.`` and surrounding ``$``,
+  ``\\(...\\)``). ``The answer is correct`` states no value and is skipped.
   """
   if not isinstance(text, str) or len(text) > MAX_TEXT_CHARS:
     return None
-  statement = _last_statement(text)
+  statement = _final_statement(text, needs_number=False)
   if statement is None:
     return None
   statement = statement.strip().rstrip(".").strip()
-  if len(statement) >= 2 and statement[0] == "$" and statement[-1] == "$":
-    statement = statement.strip("$").strip()
+  for opener, closer in _MATH_DELIMITERS:
+    if len(statement) >= len(opener) + len(closer) and statement.startswith(opener) \
+        and statement.endswith(closer):
+      statement = statement[len(opener):len(statement) - len(closer)].strip()
+      break
   if not statement or len(statement) > MAX_ANSWER_CHARS:
     return None
   return statement

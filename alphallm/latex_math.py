@@ -51,7 +51,7 @@ class Unparsable(Exception):
   """Raised inside this module on input it will not read; never escapes it."""
 
 
-class _Budget:
+class Budget:
   """A deadline and a node counter shared by one parse / comparison."""
 
   def __init__(self, seconds: float = TIME_BUDGET_S):
