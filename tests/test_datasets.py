@@ -10,7 +10,7 @@ import pytest
 
 from alphallm import datasets, graders
 from alphallm.datasets import gsm8k as gsm8k_data
-from alphallm.datasets import math_dataset, tfds_builders
+from alphallm.datasets import gsm8k_format, loader, math_dataset, math_format, tfds_builders
 from alphallm.tasks import Problem, get_task, make_splits
 from alphallm.tasks import gsm8k as gsm8k_task
 from alphallm.tasks import math_task
@@ -227,6 +227,31 @@ def test_tfds_builder_with_manual_dir(gsm8k_dir, tmp_path):
   assert len(source) == len(TEST)
   assert source[2]["solution"].decode() == TEST[2]["answer"]
   assert int(source[2]["line"]) == 3
+
+
+# --- The loader, and the old module names that call it. ---
+
+
+def test_old_names_are_the_loader_and_the_format_modules(gsm8k_dir, tmp_path):
+  assert gsm8k_data.GSM8KExample is gsm8k_format.GSM8KExample
+  assert gsm8k_data.read_split is gsm8k_format.read_split
+  assert math_dataset.MATHExample is math_format.MATHExample
+  assert tfds_builders.GSM8KBuilder.module is gsm8k_format
+  assert gsm8k_data.load("train", gsm8k_dir) == loader.load("gsm8k", "train", source_dir=gsm8k_dir)
+  assert list(loader.load("gsm8k", "test", source_dir=gsm8k_dir, tfds_dir=tmp_path)) == list(
+      gsm8k_data.load("test", gsm8k_dir, tmp_path))
+  assert math_dataset.load("test", MATH_DIR) == loader.load("math", "test", source_dir=MATH_DIR)
+
+
+def test_loader_default_source_dirs(gsm8k_dir, monkeypatch):
+  monkeypatch.setenv("ALPHALLM_MATH_DIR", MATH_DIR)
+  assert loader.default_source_dir("math") == MATH_DIR
+  assert len(loader.load("math", "train")) == 3
+  monkeypatch.delenv("ALPHALLM_GSM8K_DIR", raising=False)
+  assert loader.default_source_dir("gsm8k") == os.path.normpath(
+      os.path.join(datasets.SHARED_DATA_DIR, "gsm8k"))
+  with pytest.raises(datasets.DatasetError, match="unknown dataset 'gsm8K'"):
+    loader.load("gsm8K", "test", source_dir=gsm8k_dir)
 
 
 # --- MATH, read directly. ---

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from alphallm import datasets
-from alphallm.datasets import loader, math_format, prepare, sources
+from alphallm.datasets import gsm8k_format, loader, math_format, prepare, sources
 
 _TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 _REPO = os.path.dirname(_TESTS_DIR)
@@ -374,3 +374,20 @@ def test_datasets_modules_never_call_eval(path):
         assert getattr(fn.value, "id", None) == "re", ast.unparse(node)
         continue
       assert name not in banned, ast.unparse(node)
+
+
+def test_over_long_line_is_named_without_reading_it_whole(tmp_path):
+  path = tmp_path / "src" / "train.jsonl"
+  path.parent.mkdir()
+  long = b" " * (3 * gsm8k_format.MAX_LINE_BYTES) + json.dumps(TRAIN[0]).encode()
+  path.write_bytes(json.dumps(TRAIN[1]).encode() + b"\n" + long + b"\n" +
+                   json.dumps(TRAIN[2]).encode() + b"\n")
+  size = len(long) + 1
+  for read in (lambda: gsm8k_format.read_split(str(path.parent), "train"),
+               lambda: prepare.prepare("gsm8k", str(path.parent), str(tmp_path / "out"))):
+    with pytest.raises(datasets.MalformedRecordError, match=f"{path}:2: .*line is {size} bytes"):
+      read()
+  result = prepare.prepare("gsm8k", str(path.parent), str(tmp_path / "out"), skip_malformed=True)
+  assert result.splits[0].count == 2  # Line 3 is still line 3, read after the long one.
+  assert [ex.line for ex in gsm8k_format.read_split(str(path.parent), "train",
+                                                     skip_malformed=True)] == [1, 3]

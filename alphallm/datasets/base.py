@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 # The repository root (this file is ``<root>/alphallm/datasets/base.py``).
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -89,6 +90,28 @@ def decode_json(raw: bytes, bad: BadRecord) -> object:
     raise bad(f"invalid JSON: {e.msg} at column {e.colno}", e.lineno) from e
   except RecursionError as e:
     raise bad("invalid JSON: nested too deeply") from e
+
+
+def bounded_lines(f: BinaryIO, max_bytes: int) -> Iterator[tuple[int, bytes, int]]:
+  """``(line, raw, size)`` for each line of ``f``: 1-based number, bytes, full length.
+
+  A line longer than ``max_bytes`` is never held in memory whole: ``raw`` is
+  then its first ``max_bytes + 1`` bytes and ``size`` counts the rest too.
+  """
+  line = 0
+  while True:
+    raw = f.readline(max_bytes + 1)
+    if not raw:
+      return
+    line += 1
+    size = len(raw)
+    if size > max_bytes and not raw.endswith(b"\n"):
+      while True:
+        rest = f.readline(1 << 16)
+        size += len(rest)
+        if not rest or rest.endswith(b"\n"):
+          break
+    yield line, raw, size
 
 
 def check_string_fields(obj: object, keys: tuple[str, ...], bad: BadRecord) -> dict[str, str]:

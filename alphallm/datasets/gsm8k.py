@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from alphallm.datasets import loader
 from alphallm.datasets.gsm8k_format import (ENV_VAR, FIELDS, MAX_LINE_BYTES, NAME, SPLITS,
-                                            GSM8KExample, check_record, decode_line,
-                                            parse_line, read_split, source_files,
-                                            split_path, strip_annotations)
+                                            GSM8KExample, check_line_size, check_record,
+                                            decode_line, parse_line, read_split,
+                                            source_files, split_path, strip_annotations)
 
 
 def load(split: str, data_dir: str | os.PathLike | None = None,
@@ -26,5 +26,5 @@ def load(split: str, data_dir: str | os.PathLike | None = None,
 
 
 __all__ = ["ENV_VAR", "FIELDS", "GSM8KExample", "MAX_LINE_BYTES", "NAME", "SPLITS",
-           "check_record", "decode_line", "load", "parse_line", "read_split", "source_files",
+           "check_line_size", "check_record", "decode_line", "load", "parse_line", "read_split", "source_files",
            "split_path", "strip_annotations"]

@@ -95,14 +95,19 @@ def check_record(obj: object, bad: base.BadRecord) -> dict[str, str]:
   return fields
 
 
+def check_line_size(size: int, path: str, line: int) -> None:
+  """Raises ``MalformedRecordError`` (naming ``path:line``) for a line over ``MAX_LINE_BYTES``."""
+  if size > MAX_LINE_BYTES:
+    raise base.MalformedRecordError(path, line, f"line is {size} bytes, over {MAX_LINE_BYTES}")
+
+
 def decode_line(raw: bytes, path: str, line: int) -> object:
   """One jsonl line (bytes, at most ``MAX_LINE_BYTES``) as a JSON value.
 
   Raises:
     MalformedRecordError: naming ``path:line``.
   """
-  if len(raw) > MAX_LINE_BYTES:
-    raise base.MalformedRecordError(path, line, f"line is {len(raw)} bytes, over {MAX_LINE_BYTES}")
+  check_line_size(len(raw), path, line)
   return base.decode_json(raw, lambda reason, *_: base.MalformedRecordError(path, line, reason))
 
 
@@ -130,10 +135,11 @@ def read_split(source_dir: str, split: str, skip_malformed: bool = False) -> lis
     raise base.DatasetError(f"{NAME} split {split!r}: file {path} does not exist")
   examples, skipped = [], []
   with open(path, "rb") as f:
-    for line, raw in enumerate(f, start=1):
-      if not raw.strip():
+    for line, raw, size in base.bounded_lines(f, MAX_LINE_BYTES):
+      if size == len(raw) and not raw.strip():  # Blank (and not cut short).
         continue
       try:
+        check_line_size(size, path, line)
         examples.append(parse_line(raw, path, line))
       except base.MalformedRecordError as e:
         base.handle_malformed(e, skip_malformed, skipped)

@@ -256,11 +256,12 @@ def _read_jsonl(src: SplitSource, skip_malformed: bool, skipped: list) -> list[R
   (path,) = src.paths
   records = []
   with open(path, "rb") as f:
-    for line, raw in enumerate(f, start=1):
-      if not raw.strip():
+    for line, raw, size in base.bounded_lines(f, gsm8k_format.MAX_LINE_BYTES):
+      if size == len(raw) and not raw.strip():  # Blank (and not cut short).
         continue
       bad = lambda reason, *_, line=line: base.MalformedRecordError(path, line, reason)  # noqa: E731
       try:
+        gsm8k_format.check_line_size(size, path, line)
         fields = gsm8k_format.check_record(gsm8k_format.decode_line(raw, path, line), bad)
         records.append(Record(_checked_size(fields, gsm8k_format.MAX_LINE_BYTES, bad)))
       except base.MalformedRecordError as e:
