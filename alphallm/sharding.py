@@ -46,7 +46,7 @@ match the weights.
 
 Loss. As the data-parallel step: ``policy_coef * NLL / (global target
 tokens) + value_coef * value SE / (global value targets)``, computed from
-``train.loss_sums`` over the whole global batch, so one FSDP step equals one
+``train_core.loss_sums`` (``train.loss_sums``) over the whole global batch, so one FSDP step equals one
 data-parallel step and one single-device step on the same batch (tested on 8
 simulated CPU devices).
 
@@ -73,12 +73,13 @@ import numpy as np
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from alphallm import memory
 from alphallm import model as model_lib
-from alphallm import train
+from alphallm import train_core
 
 log = logging.getLogger(__name__)
 
-DATA_AXIS = train.DATA_AXIS      # "data": replicas of the (sharded) model
+DATA_AXIS = train_core.DATA_AXIS     # "data": replicas of the (sharded) model
 FSDP_AXIS = "fsdp"               # the axis parameters are split over
 MESH_AXES = (DATA_AXIS, FSDP_AXIS)
 BATCH_SPEC = P(MESH_AXES)        # leading (batch) axis over both mesh axes
@@ -86,12 +87,9 @@ BATCH_SPEC = P(MESH_AXES)        # leading (batch) axis over both mesh axes
 # more in latency than its memory is worth (256 KiB in float32).
 DEFAULT_MIN_SIZE = 2 ** 16
 
-STRATEGIES = ("data_parallel", "fsdp")
-# Training bytes per parameter, AdamW with float32 parameters, gradients, mu, nu.
-ADAMW_F32_BYTES_PER_PARAM = 16
-# Fraction of device memory ``choose_strategy`` leaves for activations,
-# the compiler's workspace and fragmentation.
-DEFAULT_HEADROOM = 0.3
+STRATEGIES = memory.STRATEGIES
+ADAMW_F32_BYTES_PER_PARAM = memory.ADAMW_F32_BYTES_PER_PARAM
+DEFAULT_HEADROOM = memory.DEFAULT_HEADROOM
 
 
 # ---------------------------------------------------------------------------
@@ -238,27 +236,27 @@ def hf_param_sharding(mesh: Mesh, min_size: int = DEFAULT_MIN_SIZE
   return lambda path, shape: NamedSharding(mesh, fsdp_spec(shape, n, min_size))
 
 
-def train_state_sharding(state: train.TrainState, mesh: Mesh,
-                         min_size: int = DEFAULT_MIN_SIZE) -> train.TrainState:
+def train_state_sharding(state: train_core.TrainState, mesh: Mesh,
+                         min_size: int = DEFAULT_MIN_SIZE) -> train_core.TrainState:
   """A ``TrainState`` of shardings: params and optimizer state by the rule, the rest replicated.
 
   ``state`` may hold arrays or ``jax.ShapeDtypeStruct`` (see
   ``abstract_train_state``).
   """
   replicated = NamedSharding(mesh, P())
-  return train.TrainState(
+  return train_core.TrainState(
       step=replicated, rng=replicated,
       params=param_sharding(state.params, mesh, min_size),
       opt_state=param_sharding(state.opt_state, mesh, min_size))
 
 
 def abstract_train_state(config: model_lib.TransformerConfig,
-                         optimizer: optax.GradientTransformation) -> train.TrainState:
+                         optimizer: optax.GradientTransformation) -> train_core.TrainState:
   """The shapes and dtypes of a ``TrainState`` for ``config`` (nothing is allocated)."""
   def init():
     params = model_lib.Transformer(config).init(
         jax.random.key(0), jnp.zeros((1, 2), jnp.int32))["params"]
-    return train.init_train_state(params, optimizer, 0)
+    return train_core.init_train_state(params, optimizer, 0)
   return jax.eval_shape(init)
 
 
@@ -281,8 +279,8 @@ def shard_params(params: Any, mesh: Mesh, min_size: int = DEFAULT_MIN_SIZE) -> A
   return jax.tree.map(_place, params, param_sharding(params, mesh, min_size))
 
 
-def shard_train_state(state: train.TrainState, mesh: Mesh,
-                      min_size: int = DEFAULT_MIN_SIZE) -> train.TrainState:
+def shard_train_state(state: train_core.TrainState, mesh: Mesh,
+                      min_size: int = DEFAULT_MIN_SIZE) -> train_core.TrainState:
   """``state`` placed on ``mesh``: params and optimizer state sharded over ``fsdp``.
 
   For a model that does not fit one device, build the state sharded from the
@@ -293,15 +291,15 @@ def shard_train_state(state: train.TrainState, mesh: Mesh,
 
 
 def init_train_state(params: Any, optimizer: optax.GradientTransformation, seed: int,
-                     mesh: Mesh, min_size: int = DEFAULT_MIN_SIZE) -> train.TrainState:
-  """``train.init_train_state`` with the optimizer state created already sharded.
+                     mesh: Mesh, min_size: int = DEFAULT_MIN_SIZE) -> train_core.TrainState:
+  """``train_core.init_train_state`` with the optimizer state created already sharded.
 
   ``params`` are placed by the rule first (a no-op when they were loaded with
   ``hf_param_sharding``); the moments are then allocated shard by shard on
   their devices, never whole.
   """
   params = shard_params(params, mesh, min_size)
-  init = functools.partial(train.init_train_state, optimizer=optimizer, seed=seed)
+  init = functools.partial(train_core.init_train_state, optimizer=optimizer, seed=seed)
   shardings = train_state_sharding(jax.eval_shape(init, params), mesh, min_size)
   return jax.jit(init, out_shardings=shardings)(params)
 
@@ -382,7 +380,7 @@ def make_fsdp_train_step(config: model_lib.TransformerConfig,
                          optimizer: optax.GradientTransformation, mesh: Mesh,
                          value_coef: float = 0.0, policy_coef: float = 1.0, *,
                          min_size: int = DEFAULT_MIN_SIZE,
-                         state_sharding: train.TrainState | None = None,
+                         state_sharding: train_core.TrainState | None = None,
                          constrain_activations: bool = True):
   """The jit-compiled FSDP step ``(state, batch) -> (state, metrics)``.
 
@@ -421,10 +419,10 @@ def make_fsdp_train_step(config: model_lib.TransformerConfig,
   blocks = (functools.partial(_batch_sharded_activations, mesh) if constrain_activations
             else contextlib.nullcontext)
 
-  def step(state: train.TrainState, batch):
+  def step(state: train_core.TrainState, batch):
     def loss_fn(params):
       with blocks():
-        sums = train.loss_sums(params, config, batch)
+        sums = train_core.loss_sums(params, config, batch)
       loss = policy_coef * sums["nll_sum"] / jnp.maximum(sums["tokens"], 1.0)
       if "value_se_sum" in sums and value_coef:
         loss = loss + value_coef * sums["value_se_sum"] / jnp.maximum(sums["value_count"], 1.0)
@@ -434,11 +432,7 @@ def make_fsdp_train_step(config: model_lib.TransformerConfig,
     grads = jax.lax.with_sharding_constraint(grads, param_shardings)  # reduce-scatter
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    tokens = jnp.maximum(sums["tokens"], 1.0)
-    metrics = {"loss": sums["nll_sum"] / tokens, "token_accuracy": sums["correct"] / tokens,
-               "grad_norm": optax.tree.norm(grads), "tokens": sums["tokens"]}
-    if "value_se_sum" in sums:
-      metrics["value_mse"] = sums["value_se_sum"] / jnp.maximum(sums["value_count"], 1.0)
+    metrics = train_core.sft_metrics(sums, grads)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return jax.jit(step, in_shardings=(state_sharding, batch_sharding(mesh)),
@@ -446,101 +440,10 @@ def make_fsdp_train_step(config: model_lib.TransformerConfig,
 
 
 # ---------------------------------------------------------------------------
-# Memory planning and the choice of strategy.
+# Memory planning lives in ``alphallm.memory``; these aliases keep old callers working.
 
-
-def training_bytes(num_params: int, bytes_per_param: int = ADAMW_F32_BYTES_PER_PARAM) -> int:
-  """Parameters + gradients + optimizer state, without activations.
-
-  ``bytes_per_param``: 16 for AdamW with float32 master weights (4 + 4 + 4 +
-  4); 8 when parameters, gradients and moments are all bfloat16 (optax keeps
-  the moments in the parameters' dtype).
-  """
-  return int(num_params) * int(bytes_per_param)
-
-
-def kv_bytes_per_token(config: model_lib.TransformerConfig, dtype: str | None = None) -> int:
-  """KV-cache bytes one token costs: ``2 (k, v) * L * K * H * itemsize``."""
-  item = jnp.dtype(dtype or config.dtype).itemsize
-  return 2 * config.num_layers * config.num_kv_heads * config.head_dim * item
-
-
-def search_memory_bytes(model_config: model_lib.TransformerConfig, search_config: Any,
-                        prompt_len: int, batch_size: int = 1) -> dict[str, int]:
-  """Bytes one eta-MCTS call holds besides the parameters (an upper bound).
-
-  Args:
-    model_config: the policy (its ``dtype`` is the KV-cache dtype).
-    search_config: a ``default_search_config()``-like config.
-    prompt_len: ``P``, the prompt slots.
-    batch_size: ``B``, problems searched together.
-
-  Returns:
-    ``{"nodes", "prompt_kv", "candidate_kv", "rollout_kv", "total"}``: the
-    tree (``num_simulations + 1`` nodes of ``mcts.bytes_per_node``: each
-    keeps its path's keys/values, ``[L, C, K, H]``), the prompt's cache, the
-    cache of the ``B * A`` rows sampling candidate options (``P + C + O``
-    slots; ``A`` the larger of the root's and an interior node's candidate
-    count) and of the ``B * num_rollouts`` fast-rollout rows (``P + C +
-    rollout.max_len`` slots). The last two are transient; counting both
-    bounds the peak from above.
-  """
-  from alphallm.search import mcts  # pylint: disable=g-import-not-at-top
-  cfg = mcts.SearchConfig.from_config(search_config)
-  kv = kv_bytes_per_token(model_config)
-  c, o = cfg.max_completion_len, cfg.option_len
-  out = {
-      "nodes": batch_size * (cfg.num_simulations + 1)
-               * mcts.bytes_per_node(model_config, cfg)["total"],
-      "prompt_kv": batch_size * prompt_len * kv,
-      "candidate_kv": batch_size * max(cfg.root_candidates, cfg.interior_candidates)
-                      * (prompt_len + c + o) * kv,
-      "rollout_kv": (batch_size * cfg.rollout.num_rollouts
-                     * (prompt_len + c + cfg.rollout.max_len) * kv
-                     if cfg.rollout.enabled else 0),
-  }
-  out["total"] = sum(out.values())
-  return out
-
-
-def choose_strategy(num_params: int, bytes_per_device: int, *,
-                    bytes_per_param: int = ADAMW_F32_BYTES_PER_PARAM,
-                    headroom: float = DEFAULT_HEADROOM) -> str:
-  """``"data_parallel"`` if a full training state fits one device, else ``"fsdp"``.
-
-  Args:
-    num_params: model parameters (``TransformerConfig.num_params()``).
-    bytes_per_device: accelerator memory of one device (e.g. 80e9 for an
-      H100-80GB, 95e9 for a TPU v5p chip, 32e9 for a v4 chip).
-    bytes_per_param: training bytes per parameter (``training_bytes``).
-    headroom: fraction of the device kept for activations and workspace.
-
-  Returns:
-    ``"data_parallel"`` (``train.make_train_step``: replicated state, the
-    fastest while it fits) when ``num_params * bytes_per_param <= (1 -
-    headroom) * bytes_per_device``; otherwise ``"fsdp"``
-    (``make_fsdp_train_step``). E.g. on 80 GB devices with the defaults:
-    up to 3.5B parameters stay data-parallel; 7B, 13B and 70B need FSDP.
-  """
-  if num_params <= 0 or bytes_per_device <= 0:
-    raise ValueError(f"need positive num_params and bytes_per_device, got {num_params}, "
-                     f"{bytes_per_device}")
-  if not 0.0 <= headroom < 1.0:
-    raise ValueError(f"headroom must be in [0, 1), got {headroom}")
-  fits = training_bytes(num_params, bytes_per_param) <= (1.0 - headroom) * bytes_per_device
-  return "data_parallel" if fits else "fsdp"
-
-
-def llama2_config(size: str, dtype: str = "bfloat16",
-                  param_dtype: str = "float32") -> model_lib.TransformerConfig:
-  """Llama-2 7B / 13B / 70B architectures (HF config.json values), for memory planning."""
-  common = dict(vocab_size=32000, head_dim=128, max_len=4096, norm_eps=1e-5,
-                tie_embeddings=False, dtype=dtype, param_dtype=param_dtype)
-  sizes = {
-      "7b": dict(num_layers=32, embed_dim=4096, num_heads=32, num_kv_heads=32, mlp_dim=11008),
-      "13b": dict(num_layers=40, embed_dim=5120, num_heads=40, num_kv_heads=40, mlp_dim=13824),
-      "70b": dict(num_layers=80, embed_dim=8192, num_heads=64, num_kv_heads=8, mlp_dim=28672),
-  }
-  if size not in sizes:
-    raise ValueError(f"unknown Llama-2 size {size!r}; known: {sorted(sizes)}")
-  return model_lib.TransformerConfig(**common, **sizes[size])
+training_bytes = memory.training_bytes
+kv_bytes_per_token = memory.kv_bytes_per_token
+search_memory_bytes = memory.search_memory_bytes
+choose_strategy = memory.choose_strategy
+llama2_config = memory.llama2_config

@@ -11,32 +11,48 @@ The per-device loss is normalised by the *global* number of target tokens
 (obtained with ``psum``), times the number of devices, so that the pmean of
 per-device gradients equals the gradient of the global-batch mean exactly,
 whatever the padding on each device (tested on 8 simulated CPU devices).
+
+The step is generic (``make_step``): it trains a *trainable* tree (the state's
+``params``) beside an optional *frozen* one, for any loss ``(trainable,
+frozen, batch) -> (loss, sums)``. Full SFT (``make_train_step``) trains the
+model's parameters with no frozen tree; LoRA SFT (``make_lora_train_step``)
+trains ``alphallm.lora`` adapters on a frozen base, so gradients and AdamW
+moments exist for the adapters only. A DPO or GRPO step is another loss over
+the same two trees (the policy's adapters or parameters, the frozen reference).
+
+Layering: ``train_core`` (state, loss sums, metrics) <- ``sharding`` (FSDP
+layouts and step) <- ``train`` (data-parallel steps and the host loop
+``fit``); no module imports one above it.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from alphallm import checkpoint
+from alphallm import data
+from alphallm import lora as lora_lib
 from alphallm import model as model_lib
-from alphallm.tokenizer import PAD_ID
+from alphallm import sharding
+from alphallm.train_core import (DATA_AXIS, TrainState, init_train_state, loss_sums,
+                                 sft_metrics)
 
-DATA_AXIS = "data"
+__all__ = ["DATA_AXIS", "TrainState", "init_train_state", "loss_sums", "sft_metrics",
+           "make_optimizer", "make_step", "sft_loss", "make_train_step",
+           "make_lora_train_step", "data_mesh", "shard_batch", "replicate", "fit",
+           "NonFiniteLossError", "check_finite", "is_fsdp_mesh"]
 
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array          # int32 scalar
-  params: Any
-  opt_state: Any
-  rng: jax.Array           # raw uint32 key data (checkpointable)
+# loss_fn(trainable, frozen, batch) -> (loss, sums): see ``make_step``.
+LossFn = Callable[[Any, Any, dict], tuple[jax.Array, dict]]
 
 
 def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0,
@@ -56,68 +72,83 @@ def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0
       optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
 
 
-def init_train_state(params, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
-  return TrainState(step=jnp.int32(0), params=params, opt_state=optimizer.init(params),
-                    rng=jax.random.key_data(jax.random.key(seed)))
+# ---------------------------------------------------------------------------
+# The generic data-parallel step over a trainable and a frozen tree.
 
 
-def loss_sums(params, config: model_lib.TransformerConfig, batch: dict[str, jax.Array]
-              ) -> dict[str, jax.Array]:
-  """Summed losses and counts of one (shard of a) batch.
+def _per_device_step(state: TrainState, frozen, batch, *, loss_fn: LossFn, optimizer,
+                     num_devices: int, metrics_fn):
+  """One step on this device's shard; gradients (of ``state.params`` only) are pmean-ed."""
 
-  ``batch``: ``tokens [B, T]``, ``token_mask [B, T]`` (True on real tokens:
-  the only thing attended to), ``loss_mask [B, T]`` (1 where the token is a
-  policy target), and optionally ``value_target``/``value_mask [B, T]``, as
-  ``alphallm.data`` writes them. A batch without ``token_mask`` is read as
-  the character tokenizer's (``tokens != tokenizer.PAD_ID``); the PAD id of
-  another tokenizer may be its EOS, which such a mask would hide.
-  The policy predicts token ``t+1`` at position ``t``; the value head at
-  position ``t`` predicts the value of the state ending at token ``t``.
+  def scaled(trainable):
+    loss, sums = loss_fn(trainable, frozen, batch)
+    # pmean divides by the device count; scale so the result is the global mean.
+    return loss * num_devices, sums
+
+  grads, sums = jax.grad(scaled, has_aux=True)(state.params)
+  grads = jax.lax.pmean(grads, DATA_AXIS)
+  sums = jax.lax.psum(sums, DATA_AXIS)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  return new_state, metrics_fn(sums, grads)
+
+
+def make_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, mesh: Mesh, *,
+              metrics_fn=sft_metrics, with_frozen: bool = True):
+  """A jit-compiled data-parallel step for any loss over a trainable and a frozen tree.
+
+  Args:
+    loss_fn: ``(trainable, frozen, batch) -> (loss, sums)``, run on each
+      device's shard inside ``shard_map``; ``loss`` must already be
+      normalised by *global* counts (``lax.psum`` over ``DATA_AXIS``) so the
+      pmean of the gradients is the global-batch gradient; ``sums`` is a dict
+      of per-shard totals (psum-ed for the metrics). ``frozen`` is ``None``
+      when ``with_frozen`` is False.
+    optimizer: updates ``state.params`` (the trainable tree) only.
+    mesh: a 1-D ``data`` mesh (``data_mesh``).
+    metrics_fn: ``(global sums, grads) -> metrics`` (default ``sft_metrics``).
+    with_frozen: whether the step takes a frozen tree (e.g. a LoRA base, a
+      DPO reference model), replicated and never donated.
+
+  Returns:
+    ``step(state, frozen, batch)`` (or ``step(state, batch)``) ``-> (state,
+    metrics)``; ``state`` is donated, ``batch`` split along its leading axis.
   """
-  tokens = batch["tokens"]
-  if "token_mask" in batch:
-    token_mask = batch["token_mask"].astype(bool)
+  num_devices = mesh.shape[DATA_AXIS]
+  per_device = functools.partial(_per_device_step, loss_fn=loss_fn, optimizer=optimizer,
+                                 num_devices=num_devices, metrics_fn=metrics_fn)
+  replicated = NamedSharding(mesh, P())
+  if with_frozen:
+    step = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(DATA_AXIS)),
+                         out_specs=(P(), P()), check_vma=False)
   else:
-    token_mask = tokens != PAD_ID
-  out = model_lib.Transformer(config).apply({"params": params}, tokens, None, token_mask)
-  logp = jax.nn.log_softmax(out.logits[:, :-1])
-  target_logp = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
-  mask = batch["loss_mask"][:, 1:]
-  sums = {"nll_sum": -(target_logp * mask).sum(), "tokens": mask.sum(),
-          "correct": ((out.logits[:, :-1].argmax(-1) == tokens[:, 1:]) * mask).sum()}
-  if "value_target" in batch:
-    vmask = batch["value_mask"]
-    sums["value_se_sum"] = (jnp.square(out.values - batch["value_target"]) * vmask).sum()
-    sums["value_count"] = vmask.sum()
-  return sums
+    step = jax.shard_map(lambda state, batch: per_device(state, None, batch), mesh=mesh,
+                         in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P()),
+                         check_vma=False)
+  return jax.jit(step, donate_argnums=(0,), out_shardings=(replicated, replicated))
 
 
-def _per_device_step(state: TrainState, batch, *, config, optimizer, value_coef: float,
-                     policy_coef: float, num_devices: int):
-  """One SFT step on this device's shard; gradients are pmean-ed over ``data``."""
+def sft_loss(config: model_lib.TransformerConfig, value_coef: float = 0.0,
+             policy_coef: float = 1.0, to_params=None) -> LossFn:
+  """The SFT loss ``policy_coef * NLL + value_coef * value MSE`` as a ``make_step`` loss.
 
-  def loss_fn(params):
+  ``to_params(trainable, frozen) -> params`` builds the model's parameters
+  (default: the trainable tree itself; LoRA: ``lora.merge(frozen, trainable)``).
+  Both terms are normalised by their global counts.
+  """
+
+  def loss_fn(trainable, frozen, batch):
+    params = trainable if to_params is None else to_params(trainable, frozen)
     sums = loss_sums(params, config, batch)
     global_tokens = jnp.maximum(jax.lax.psum(sums["tokens"], DATA_AXIS), 1.0)
     loss = policy_coef * sums["nll_sum"] / global_tokens
     if "value_se_sum" in sums and value_coef:
       global_values = jnp.maximum(jax.lax.psum(sums["value_count"], DATA_AXIS), 1.0)
       loss = loss + value_coef * sums["value_se_sum"] / global_values
-    # pmean divides by the device count; scale so the result is the global mean.
-    return loss * num_devices, sums
+    return loss, sums
 
-  grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
-  grads = jax.lax.pmean(grads, DATA_AXIS)
-  sums = jax.lax.psum(sums, DATA_AXIS)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  metrics = {"loss": sums["nll_sum"] / jnp.maximum(sums["tokens"], 1.0),
-             "token_accuracy": sums["correct"] / jnp.maximum(sums["tokens"], 1.0),
-             "grad_norm": optax.tree.norm(grads), "tokens": sums["tokens"]}
-  if "value_se_sum" in sums:
-    metrics["value_mse"] = sums["value_se_sum"] / jnp.maximum(sums["value_count"], 1.0)
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-  return new_state, metrics
+  return loss_fn
 
 
 def data_mesh(devices=None) -> Mesh:
@@ -128,21 +159,29 @@ def data_mesh(devices=None) -> Mesh:
 
 def make_train_step(config: model_lib.TransformerConfig, optimizer: optax.GradientTransformation,
                     mesh: Mesh, value_coef: float = 0.0, policy_coef: float = 1.0):
-  """The jit-compiled data-parallel step ``(state, batch) -> (state, metrics)``.
+  """The jit-compiled data-parallel SFT step ``(state, batch) -> (state, metrics)``.
 
   The loss is ``policy_coef * NLL + value_coef * value MSE``: SFT of the policy
   is ``(1, 0)``, training a critic's value head alone is ``(0, 1)``. The global
   batch's leading axis must be divisible by the mesh size.
   """
-  num_devices = mesh.shape[DATA_AXIS]
-  per_device = functools.partial(_per_device_step, config=config, optimizer=optimizer,
-                                 value_coef=value_coef, policy_coef=policy_coef,
-                                 num_devices=num_devices)
-  step = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
-                       out_specs=(P(), P()), check_vma=False)
-  replicated = NamedSharding(mesh, P())
-  return jax.jit(step, donate_argnums=(0,),
-                 out_shardings=(replicated, replicated))
+  return make_step(sft_loss(config, value_coef, policy_coef), optimizer, mesh,
+                   with_frozen=False)
+
+
+def make_lora_train_step(config: model_lib.TransformerConfig, lora: lora_lib.LoraConfig,
+                         optimizer: optax.GradientTransformation, mesh: Mesh,
+                         value_coef: float = 0.0, policy_coef: float = 1.0):
+  """The LoRA SFT step ``(state, frozen, batch) -> (state, metrics)``.
+
+  ``state.params`` are the adapters (``lora.init_adapters``), the only tree
+  with gradients and optimizer state; ``frozen`` is the base as
+  ``lora.freeze_base`` stores it (replicated with ``replicate``). The loss is
+  ``make_train_step``'s on ``lora.merge(frozen, adapters)``.
+  """
+  merge = lambda adapters, frozen: lora_lib.merge(frozen, adapters, lora)  # noqa: E731
+  return make_step(sft_loss(config, value_coef, policy_coef, to_params=merge), optimizer,
+                   mesh)
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
@@ -185,17 +224,21 @@ def is_fsdp_mesh(mesh: Mesh) -> bool:
 
 @functools.lru_cache(maxsize=16)
 def _compiled(config: model_lib.TransformerConfig, hparams: tuple, mesh: Mesh,
-              value_coef: float, policy_coef: float, min_size: int):
+              value_coef: float, policy_coef: float, min_size: int,
+              lora: lora_lib.LoraConfig | None = None):
   """``(optimizer, jitted step)``, shared by every run with equal settings.
 
-  The data-parallel step on a 1-D ``data`` mesh, the FSDP step
-  (``sharding.make_fsdp_train_step``) on a ``("data", "fsdp")`` mesh.
+  The data-parallel step on a 1-D ``data`` mesh (the LoRA step with
+  ``lora``), the FSDP step (``sharding.make_fsdp_train_step``) on a
+  ``("data", "fsdp")`` mesh.
   """
   lr, steps, warmup, weight_decay, grad_clip, end_lr = hparams
   optimizer = make_optimizer(lr, steps, warmup, end_learning_rate=end_lr,
                              weight_decay=weight_decay, grad_clip=grad_clip)
+  if lora is not None:
+    return optimizer, make_lora_train_step(config, lora, optimizer, mesh,
+                                           value_coef=value_coef, policy_coef=policy_coef)
   if is_fsdp_mesh(mesh):
-    from alphallm import sharding  # pylint: disable=import-outside-toplevel (imports train)
     return optimizer, sharding.make_fsdp_train_step(
         config, optimizer, mesh, value_coef=value_coef, policy_coef=policy_coef,
         min_size=min_size)
@@ -203,10 +246,19 @@ def _compiled(config: model_lib.TransformerConfig, hparams: tuple, mesh: Mesh,
                                     policy_coef=policy_coef)
 
 
+def _hparams(cfg: Any) -> tuple:
+  get = cfg.get if hasattr(cfg, "get") else lambda k, d=None: getattr(cfg, k, d)
+  end_lr = get("end_learning_rate", None)
+  return (float(cfg.learning_rate), int(cfg.steps), int(cfg.warmup_steps),
+          float(cfg.weight_decay), float(cfg.grad_clip),
+          None if end_lr is None or end_lr < 0 else float(end_lr))
+
+
 def fit(cfg: Any, config: model_lib.TransformerConfig, dataset: dict[str, np.ndarray],
         init_params, mesh: Mesh, *, seed: int, ckpt_dir: str | None, value_coef: float = 0.0,
         policy_coef: float = 1.0, desc: str = "train", writer=None,
-        min_size: int | None = None) -> tuple[Any, list[dict[str, float]]]:
+        min_size: int | None = None, lora: lora_lib.LoraConfig | None = None
+        ) -> tuple[Any, list[dict[str, float]]]:
   """Trains for ``cfg.steps`` steps, resumable from ``ckpt_dir``.
 
   ``cfg`` has ``steps, batch_size, learning_rate, warmup_steps, weight_decay,
@@ -225,33 +277,40 @@ def fit(cfg: Any, config: model_lib.TransformerConfig, dataset: dict[str, np.nda
   and the returned parameters stay sharded. Checkpoints restore into the
   same layout.
 
+  LoRA (``lora`` given, data mesh only): ``init_params`` become the frozen
+  base (``lora.freeze_base``), adapters are initialised from ``seed``
+  (``lora.init_adapters``) and are all the state trains and checkpoints
+  hold; the returned parameters are ``lora.export_merged`` (the base's dtype).
+
   Returns:
     The final parameters and the metrics of the steps logged in this call.
   """
-  # Imported here: checkpoint and data are host-side concerns of this loop only.
-  from alphallm import checkpoint  # pylint: disable=import-outside-toplevel
-  from alphallm import data  # pylint: disable=import-outside-toplevel
-  import tqdm  # pylint: disable=import-outside-toplevel
-
   get = cfg.get if hasattr(cfg, "get") else lambda k, d=None: getattr(cfg, k, d)
-  end_lr = get("end_learning_rate", None)
-  hparams = (float(cfg.learning_rate), int(cfg.steps), int(cfg.warmup_steps),
-             float(cfg.weight_decay), float(cfg.grad_clip),
-             None if end_lr is None or end_lr < 0 else float(end_lr))
   fsdp = is_fsdp_mesh(mesh)
+  if lora is not None and fsdp:
+    raise ValueError("train.fit: LoRA runs on a 1-D data mesh (train.data_mesh); the FSDP "
+                     "step has no LoRA mode yet")
   if fsdp:
-    from alphallm import sharding  # pylint: disable=import-outside-toplevel (imports train)
     min_size = sharding.DEFAULT_MIN_SIZE if min_size is None else int(min_size)
     place_batch = sharding.shard_batch
   else:
     min_size, place_batch = 0, shard_batch
-  optimizer, step_fn = _compiled(config, hparams, mesh, float(value_coef), float(policy_coef),
-                                 min_size)
-  if fsdp:  # the moments are created sharded, never whole
+  optimizer, step_fn = _compiled(config, _hparams(cfg), mesh, float(value_coef),
+                                 float(policy_coef), min_size, lora)
+  frozen = None
+  if lora is not None:
+    frozen = replicate(lora_lib.freeze_base(init_params, lora), mesh)
+    adapters = lora_lib.init_adapters(init_params, lora, jax.random.fold_in(
+        jax.random.key(seed), 1))
+    state = init_train_state(adapters, optimizer, seed)
+    run = lambda state, batch: step_fn(state, frozen, batch)  # noqa: E731
+  elif fsdp:  # the moments are created sharded, never whole
     state = sharding.init_train_state(jax.tree.map(jnp.array, init_params), optimizer, seed,
                                       mesh, min_size)
+    run = step_fn
   else:
     state = init_train_state(jax.tree.map(jnp.array, init_params), optimizer, seed)
+    run = step_fn
   ckpt = None
   if ckpt_dir is not None:
     ckpt = checkpoint.Checkpointer(ckpt_dir, max_to_keep=get("max_to_keep", 2))
@@ -268,7 +327,7 @@ def fit(cfg: Any, config: model_lib.TransformerConfig, dataset: dict[str, np.nda
     bar = tqdm.tqdm(range(start, steps), desc=desc, initial=start, total=steps, disable=None)
     for step in bar:
       batch = place_batch(data.batch_at(dataset, int(cfg.batch_size), step, seed), mesh)
-      state, metrics = step_fn(state, batch)
+      state, metrics = run(state, batch)
       pending.append((step + 1, metrics))
       last = step + 1 == steps
       if (step + 1) % log_every == 0 or (step + 1) % every == 0 or last:
@@ -286,4 +345,6 @@ def fit(cfg: Any, config: model_lib.TransformerConfig, dataset: dict[str, np.nda
         ckpt.save(step + 1, state, {"phase": desc})
   if ckpt is not None:
     ckpt.close()
+  if lora is not None:
+    return lora_lib.export_merged(frozen, state.params, lora), history
   return state.params, history
