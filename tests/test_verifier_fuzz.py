@@ -63,26 +63,26 @@ def task_and_problems(request):
 # --- Verifiers and answer extraction are total and fast. ---
 
 
-@pytest.mark.parametrize("name", TASK_NAMES)
+# The tasks come from the module-scoped fixture: building one the first time
+# (lazy imports) is not part of the time a verifier may take.
 @FUZZ
 @given(text=st.text(max_size=300))
-def test_verify_never_raises_on_arbitrary_text(name, text):
-  task = get_task(name)
-  for p in _problems(name)[:2]:
+def test_verify_never_raises_on_arbitrary_text(task_and_problems, text):
+  task, problems = task_and_problems
+  for p in problems[:2]:
     assert isinstance(task.verify(p, text), bool)
     assert isinstance(task.verify(p, task.prompt(p) + text), bool)
   answer = task.extract_answer(text)
   assert answer is None or isinstance(answer, str)
 
 
-@pytest.mark.parametrize("name", TASK_NAMES)
 @FUZZ
 @given(steps=st.lists(st.text(alphabet="0123456789+-*/= A:\n", max_size=20), max_size=8),
        answer=st.text(alphabet="0123456789- ", max_size=14))
-def test_verify_never_raises_on_step_like_text(name, steps, answer):
-  task = get_task(name)
+def test_verify_never_raises_on_step_like_text(task_and_problems, steps, answer):
+  task, problems = task_and_problems
   text = "\n".join(steps) + "\nA: " + answer
-  for p in _problems(name)[:2]:
+  for p in problems[:2]:
     assert isinstance(task.verify(p, text), bool)
   got = task.extract_answer(text)
   assert got is None or isinstance(got, str)
