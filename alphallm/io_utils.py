@@ -29,8 +29,8 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-# ``tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")``: 8 random characters.
-TEMP_RE = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp", re.DOTALL)
+# ``tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")``: ``.NAME.<random>.tmp``.
+TEMP_RE = re.compile(r"\..+\.[A-Za-z0-9_]{1,64}\.tmp", re.DOTALL)
 
 _GUARDS: dict[str, Callable[[], None]] = {}
 

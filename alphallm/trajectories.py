@@ -19,62 +19,17 @@ TensorFlow) gives fast random access. To look at one by hand::
   ds = ArrayRecordDataSource(["round1-shard00000.array_record"])
   json.loads(ds[0])
 
-Schema (``SCHEMA_VERSION = 1``)
--------------------------------
-Every key below is required unless marked optional; no other key is allowed
-(put free-form additions under ``extra``). ``float`` accepts ints and must be
-finite; ``float?`` / ``bool?`` also accept ``null``; ``int`` means a
-non-negative integer (``bool`` is not an int here)::
-
-  schema_version: int        # == SCHEMA_VERSION
-  round: int                 # the self-improvement round k (0 = warm start)
-  task: str                  # Task.name, e.g. "arithmetic"
-  problem:                   # Problem.to_json() plus its uid
-    question: str
-    answer: str              # the answer key (the search never saw it)
-    data: object             # task-specific JSON (may carry "origin", see imagination.py)
-    uid: str                 # == Problem.uid, checked
-  prompt: str                # the text the policy was conditioned on (Task.prompt)
-  completion: str            # the chosen completion text
-  path: list of node         # root's child first, the chosen node last (root left out)
-    option: str              # the text this node's option added
-    visits: int              # N of the node
-    q: float                 # Q of the edge from its parent, as the search saw it
-    prior: float             # pi(option | parent), from the parent's prior logits
-    value: float             # the node's mean backed-up value (mctx node_values)
-    critic:
-      value: float?          # value head v(s)
-      prm: float?            # process reward of the step
-      orm: float?            # outcome reward (terminal nodes / fast rollouts)
-    score: float?            # node score s = b_v v + b_PRM PRM + b_ORM ORM
-    terminal: bool
-  selection: str             # how the completion was chosen ("best_leaf", ...)
-  final:
-    critic_score: float?     # the critic score used to pick among trajectories
-    orm_score: float?        # learned ORM score of the completion (gamma threshold)
-    verified: bool?          # exact verifier outcome, null if not checked
-    kept: bool               # passed the collect step (used for fine-tuning)
-  compute:
-    prompt_tokens: int
-    completion_tokens: int   # tokens of the chosen completion
-    generated_tokens: int    # all tokens the search generated for this prompt
-    forward_passes: int      # per-problem model evaluations (alphallm.decoding)
-  extra: object              # optional, free-form JSON
-
-The concatenated ``option`` texts are a prefix of ``completion`` (the rest,
-if any, was completed greedily after selection). ``path`` is empty for
-decoders without a tree (e.g. plain sampling).
-
-``path_from_tree`` builds ``path`` from a finished search
-(``search.selection.TreeArrays``) and ``make_record`` the whole record,
-converting numpy/JAX scalars and integral float counts.
+The record schema (and building, validating and encoding records) is
+``alphallm.trajectory_schema``; its public names are importable from here.
 
 Writing and crash safety
 ------------------------
 ``write_shard`` validates every record first (errors name the record index
 and the key), writes a hidden temporary file in the destination directory
 (``.<name>.<random>.tmp``), fsyncs it, checks it reads back, then
-``os.replace``-s it into place and fsyncs the directory. A shard is therefore
+records its checksum in ``<shard>.sha256`` (next to it, written atomically
+just before the shard), then ``os.replace``-s it into place and fsyncs the
+directory. A shard is therefore
 either fully present or absent; an interrupted write leaves at most a hidden
 temporary file, which ``TrajectoryStore.cleanup_temp`` removes and which no
 reader ever looks at.
@@ -93,29 +48,48 @@ pattern and raises ``TrajectoryFileError`` naming the first one that is not a
 valid trajectory shard. A file named like a shard but holding foreign or
 corrupt data is reported as complete by ``completed_shards`` (that only looks
 at names) and raises ``TrajectoryFileError`` naming it when read.
+
+Checksums and manifests
+-----------------------
+``<shard>.sha256`` is ``{"format": 1, "sha256": ..., "records": n, "bytes": b}``
+of the shard file. Every read verifies it (``read_shard(verify=None)``
+verifies when it exists; ``TrajectoryStore`` reads require it): a mismatch is
+a ``TrajectoryFileError`` naming the shard. A phase that consumes shards
+records what it read with ``write_manifest(path, shard_paths)`` (each shard's
+relative path, record count and sha256); ``verify_manifest(path)`` and
+``read_manifest_records(path)`` then raise ``ManifestError`` naming a shard
+that is missing or changed, so a resumed phase never trains on less (or other)
+data than it did.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import fnmatch
+import hashlib
 import json
-import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 from array_record.python import array_record_data_source
 from array_record.python import array_record_module
 
-from alphallm.tasks.base import Problem
+from alphallm import io_utils
+# The schema's public names, importable from here as before the split.
+from alphallm.trajectory_schema import (  # noqa: F401  pylint: disable=unused-import
+    RECORD_SCHEMA, SCHEMA_VERSION, SchemaError, TrajectoryFileError, _is_int, decode_record,
+    encode_record, make_node, make_record, path_from_tree, record_problem, record_problems,
+    surrogate_key, to_python, validate_record)
 
-SCHEMA_VERSION = 1
 SHARD_SUFFIX = ".array_record"
+CHECKSUM_SUFFIX = ".sha256"
+CHECKSUM_FORMAT = 1
+MANIFEST_FORMAT = 1
 # group_size:1 is what Grain / TFDS random access expects.
 WRITER_OPTIONS = "group_size:1"
 READER_OPTIONS = "readahead_buffer_size:0"
@@ -124,307 +98,8 @@ _TEMP_RE = re.compile(r"\.round[0-9]{1,9}-shard[0-9]{5}\.array_record\..+\.tmp",
 _MAX_SHARD_INDEX = 99_999
 
 
-class SchemaError(ValueError):
-  """A record does not follow the trajectory schema."""
-
-
-class TrajectoryFileError(ValueError):
-  """A file is not a readable trajectory shard (corrupt, truncated or foreign)."""
-
-
-# ----------------------------------------------------------------------------
-# Schema and validation.
-
-def _is_int(x: object) -> bool:
-  return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _check_str(x: object) -> str | None:
-  return None if isinstance(x, str) else "a string"
-
-
-def _check_count(x: object) -> str | None:
-  return None if _is_int(x) and x >= 0 else "a non-negative int"
-
-
-def _check_float(x: object) -> str | None:
-  ok = _is_int(x) or (isinstance(x, float) and math.isfinite(x))
-  return None if ok else "a finite number"
-
-
-def _check_opt_float(x: object) -> str | None:
-  return None if x is None else (
-      None if _check_float(x) is None else "a finite number or null")
-
-
-def _check_bool(x: object) -> str | None:
-  return None if isinstance(x, bool) else "a bool"
-
-
-def _check_opt_bool(x: object) -> str | None:
-  return None if x is None or isinstance(x, bool) else "a bool or null"
-
-
-def _check_object(x: object) -> str | None:
-  ok = isinstance(x, dict) and all(isinstance(k, str) for k in x)
-  return None if ok else "a JSON object (dict with str keys)"
-
-
-def _check_version(x: object) -> str | None:
-  if _is_int(x) and x == SCHEMA_VERSION:
-    return None
-  return f"{SCHEMA_VERSION} (this code reads schema version {SCHEMA_VERSION} only)"
-
-
-_NODE_SCHEMA: dict[str, Any] = {
-    "option": _check_str,
-    "visits": _check_count,
-    "q": _check_float,
-    "prior": _check_float,
-    "value": _check_float,
-    "critic": {"value": _check_opt_float, "prm": _check_opt_float, "orm": _check_opt_float},
-    "score": _check_opt_float,
-    "terminal": _check_bool,
-}
-
-# A list value in the schema means "a list of objects of this schema".
-RECORD_SCHEMA: dict[str, Any] = {
-    "schema_version": _check_version,
-    "round": _check_count,
-    "task": _check_str,
-    "problem": {"question": _check_str, "answer": _check_str, "data": _check_object,
-                "uid": _check_str},
-    "prompt": _check_str,
-    "completion": _check_str,
-    "path": [_NODE_SCHEMA],
-    "selection": _check_str,
-    "final": {"critic_score": _check_opt_float, "orm_score": _check_opt_float,
-              "verified": _check_opt_bool, "kept": _check_bool},
-    "compute": {"prompt_tokens": _check_count, "completion_tokens": _check_count,
-                "generated_tokens": _check_count, "forward_passes": _check_count},
-}
-_OPTIONAL: dict[str, Callable[[object], str | None]] = {"extra": _check_object}
-
-
-def _type_name(x: object) -> str:
-  return "null" if x is None else type(x).__name__
-
-
-def _schema_problems(obj: object, schema: Mapping[str, Any], prefix: str,
-                     optional: Mapping[str, Any] | None = None) -> list[str]:
-  """Human-readable violations of ``schema`` by ``obj`` (empty if none)."""
-  if not isinstance(obj, dict):
-    name = f"key {prefix.rstrip('.')!r}" if prefix else "record"
-    return [f"{name} must be an object, got {_type_name(obj)}"]
-  optional = optional or {}
-  out = []
-  for key in obj:
-    if key not in schema and key not in optional:
-      hint = " (put free-form data under 'extra')" if not prefix else ""
-      out.append(f"unknown key {prefix + str(key)!r}{hint}")
-  for key, spec in schema.items():
-    name = prefix + key
-    if key not in obj:
-      out.append(f"missing key {name!r}")
-      continue
-    out.extend(_value_problems(obj[key], spec, name))
-  for key, spec in optional.items():
-    if key in obj:
-      out.extend(_value_problems(obj[key], spec, prefix + key))
-  return out
-
-
-def _value_problems(value: object, spec: Any, name: str) -> list[str]:
-  if isinstance(spec, dict):
-    return _schema_problems(value, spec, name + ".")
-  if isinstance(spec, list):
-    if not isinstance(value, list):
-      return [f"key {name!r} must be a list, got {_type_name(value)}"]
-    out = []
-    for i, item in enumerate(value):
-      out.extend(_schema_problems(item, spec[0], f"{name}[{i}]."))
-    return out
-  expected = spec(value)
-  if expected is None:
-    return []
-  return [f"key {name!r} must be {expected}, got {_type_name(value)} {value!r:.60}"]
-
-
-def record_problems(record: object) -> list[str]:
-  """Every schema violation of ``record`` (empty when it is valid)."""
-  out = _schema_problems(record, RECORD_SCHEMA, "", _OPTIONAL)
-  if not out:
-    problem = record["problem"]
-    uid = Problem(question=problem["question"], answer=problem["answer"]).uid
-    if problem["uid"] != uid:
-      out.append(f"key 'problem.uid' is {problem['uid']!r} but the question's uid is {uid!r}")
-  return out
-
-
-def validate_record(record: object, where: str = "record") -> None:
-  """Raises ``SchemaError`` naming ``where`` and the first bad keys."""
-  problems = record_problems(record)
-  if problems:
-    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-    raise SchemaError(f"{where}: " + "; ".join(problems[:3]) + more)
-
-
-# ----------------------------------------------------------------------------
-# Building records.
-
-def to_python(x: Any) -> Any:
-  """``x`` with numpy/JAX scalars and arrays and tuples turned into plain JSON types."""
-  if isinstance(x, np.generic):
-    return x.item()
-  if isinstance(x, np.ndarray) or (hasattr(x, "__array__") and hasattr(x, "dtype")):
-    return to_python(np.asarray(x).tolist())
-  if isinstance(x, Mapping):
-    return {str(k): to_python(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [to_python(v) for v in x]
-  return x
-
-
-def make_node(*, option: str, visits: int, q: float, prior: float, value: float,
-              critic_value: float | None = None, prm: float | None = None,
-              orm: float | None = None, score: float | None = None,
-              terminal: bool = False) -> dict[str, Any]:
-  """One ``path`` entry (numpy scalars accepted; see the module doc)."""
-  return to_python({
-      "option": option, "visits": visits, "q": q, "prior": prior, "value": value,
-      "critic": {"value": critic_value, "prm": prm, "orm": orm},
-      "score": score, "terminal": terminal})
-
-
-def path_from_tree(tree: Any, b: int, node: int, tokenizer: Any = None) -> list[dict[str, Any]]:
-  """The ``path`` of the chosen ``node`` of problem ``b`` of a finished search.
-
-  Args:
-    tree: an ``alphallm.search.selection.TreeArrays`` (any object with its
-      numpy fields: parents, action_from_parent, node_visits, node_values,
-      qvalues, children_prior_logits, tokens, length, value, prm, orm,
-      has_orm, score, terminal).
-    b: the problem's batch row.
-    node: the chosen node (0, the root, gives an empty path).
-    tokenizer: decodes each option's ids; without one an option is its ids
-      written as space-separated integers.
-
-  Returns:
-    Nodes from the root's child down to ``node``, as in the schema. Critic
-    fields that are not finite (or an ORM term the node lacks) are null.
-  """
-  chain = []
-  n = int(node)
-  while n > 0:
-    chain.append(n)
-    n = int(tree.parents[b, n])
-  out = []
-  for n in reversed(chain):
-    parent = int(tree.parents[b, n])
-    a = int(tree.action_from_parent[b, n])
-    start, end = int(tree.length[b, parent]), int(tree.length[b, n])
-    ids = np.asarray(tree.tokens[b, n, start:end])
-    option = (tokenizer.decode([int(i) for i in ids]) if tokenizer is not None
-              else " ".join(str(int(i)) for i in ids))
-    out.append(make_node(
-        option=option, visits=int(tree.node_visits[b, n]),
-        q=float(tree.qvalues[b, parent, a]),
-        prior=_softmax_at(np.asarray(tree.children_prior_logits[b, parent], np.float64), a),
-        value=float(tree.node_values[b, n]),
-        critic_value=_finite_or_none(tree.value[b, n]),
-        prm=_finite_or_none(tree.prm[b, n]),
-        orm=_finite_or_none(tree.orm[b, n]) if bool(tree.has_orm[b, n]) else None,
-        score=_finite_or_none(tree.score[b, n]),
-        terminal=bool(tree.terminal[b, n])))
-  return out
-
-
-def _softmax_at(logits: np.ndarray, i: int) -> float:
-  finite = np.isfinite(logits)
-  if not finite[i]:
-    return 0.0
-  z = np.where(finite, np.exp(logits - logits[finite].max()), 0.0)
-  return float(z[i] / z.sum())
-
-
-def _finite_or_none(x: Any) -> float | None:
-  x = float(x)
-  return x if math.isfinite(x) else None
-
-
-def make_record(*, round_index: int, task: str, problem: Problem, prompt: str, completion: str,
-                path: Sequence[Mapping[str, Any]], selection: str,
-                critic_score: float | None, orm_score: float | None,
-                verified: bool | None, kept: bool, prompt_tokens: int,
-                completion_tokens: int, generated_tokens: int, forward_passes: int,
-                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """A validated trajectory record (``round_index`` is stored as ``round``).
-
-  Numpy scalars are converted to Python numbers; token counts and forward
-  passes given as integral floats (the decoders' accounting is float32) are
-  rounded to ints. Raises ``SchemaError`` on anything else off-schema.
-  """
-  counts = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "generated_tokens": generated_tokens, "forward_passes": forward_passes}
-  counts = {k: _integral(v) for k, v in to_python(counts).items()}
-  record = {
-      "schema_version": SCHEMA_VERSION,
-      "round": round_index,
-      "task": task,
-      "problem": {**problem.to_json(), "uid": problem.uid},
-      "prompt": prompt,
-      "completion": completion,
-      "path": list(path),
-      "selection": selection,
-      "final": {"critic_score": critic_score, "orm_score": orm_score,
-                "verified": verified, "kept": kept},
-      "compute": counts,
-  }
-  if extra is not None:
-    record["extra"] = extra
-  record = to_python(record)
-  validate_record(record)
-  return record
-
-
-def _integral(x: Any) -> Any:
-  if isinstance(x, float) and math.isfinite(x) and x == int(x):
-    return int(x)
-  return x
-
-
-def record_problem(record: Mapping[str, Any]) -> Problem:
-  """The ``Problem`` a record was searched on."""
-  return Problem.from_json(record["problem"])
-
-
-# ----------------------------------------------------------------------------
-# Encoding.
-
-def encode_record(record: Mapping[str, Any], where: str = "record") -> bytes:
-  """Validates ``record`` and returns its UTF-8 JSON bytes."""
-  validate_record(record, where)
-  try:
-    text = json.dumps(record, sort_keys=True, ensure_ascii=False, allow_nan=False,
-                      separators=(",", ":"))
-  except (TypeError, ValueError) as e:
-    raise SchemaError(f"{where}: not JSON-serialisable: {e}") from e
-  return text.encode("utf-8")
-
-
-def decode_record(data: bytes, where: str = "record") -> dict[str, Any]:
-  """Parses and validates one stored record; errors name ``where``."""
-  try:
-    record = json.loads(bytes(data).decode("utf-8"))
-  except UnicodeDecodeError as e:
-    raise TrajectoryFileError(f"{where}: not UTF-8 text: {e}") from e
-  except json.JSONDecodeError as e:
-    raise TrajectoryFileError(f"{where}: not a JSON trajectory: {e}") from e
-  try:
-    validate_record(record, where)
-  except SchemaError as e:
-    raise TrajectoryFileError(str(e)) from e
-  return record
+class ManifestError(TrajectoryFileError):
+  """A phase's recorded inputs are missing or changed (the message names the shard)."""
 
 
 # ----------------------------------------------------------------------------
@@ -445,10 +120,14 @@ def write_shard(path: str, records: Iterable[Mapping[str, Any]]) -> int:
     SchemaError: a record is off-schema (the message names its index and key).
   """
   payloads = [encode_record(r, f"record {i}") for i, r in enumerate(records)]
+  io_utils.check_write(path)
   directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                             dir=directory)
+  try:
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                               dir=directory)
+  except OSError as e:
+    raise io_utils.translate_os_error(e, path) from None
   os.close(fd)
   try:
     writer = array_record_module.ArrayRecordWriter(tmp, WRITER_OPTIONS)
@@ -461,13 +140,81 @@ def write_shard(path: str, records: Iterable[Mapping[str, Any]]) -> int:
     written = len(_read_payloads(tmp))
     if written != len(payloads):
       raise OSError(f"{tmp}: wrote {len(payloads)} records but read back {written}")
+    # The checksum first: a shard is never in place without it.
+    io_utils.atomic_write_json(checksum_path(path), checksum_record(tmp, written))
     os.replace(tmp, path)
+  except OSError as e:
+    _unlink(tmp)
+    raise io_utils.translate_os_error(e, path) from None
+  except RuntimeError as e:  # array_record's writer reports I/O failures so
+    _unlink(tmp)
+    if "No space left" in str(e) or "Read-only file system" in str(e):
+      code = errno.ENOSPC if "No space" in str(e) else errno.EROFS
+      raise io_utils.WriteError(
+          code, io_utils.describe_os_error(OSError(code, str(e)), path)) from None
+    raise
   except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
+    _unlink(tmp)
     raise
   _fsync_dir(directory)
   return len(payloads)
+
+
+def _unlink(path: str) -> None:
+  try:
+    if os.path.exists(path):
+      os.unlink(path)
+  except OSError:
+    pass
+
+
+def checksum_path(shard_path: str) -> str:
+  """``<shard>.sha256``: the shard's checksum record."""
+  return os.fspath(shard_path) + CHECKSUM_SUFFIX
+
+
+def file_sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 22), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def checksum_record(path: str, num_records: int) -> dict[str, Any]:
+  """The checksum record of the shard file at ``path`` holding ``num_records`` records."""
+  return {"format": CHECKSUM_FORMAT, "sha256": file_sha256(path), "records": int(num_records),
+          "bytes": os.path.getsize(path)}
+
+
+def verify_checksum(path: str, required: bool = True) -> dict[str, Any] | None:
+  """Checks the shard at ``path`` against ``<shard>.sha256``; returns the record.
+
+  Returns None when there is no checksum record and ``required`` is False.
+
+  Raises:
+    TrajectoryFileError: naming the shard, when its checksum record is
+      missing (and ``required``), unreadable, or does not match the file.
+  """
+  cpath = checksum_path(path)
+  if not os.path.exists(cpath):
+    if required:
+      raise TrajectoryFileError(f"{path}: no checksum record {os.path.basename(cpath)} "
+                                "(not written by this alphallm's store, or damaged)")
+    return None
+  try:
+    record = io_utils.read_json(cpath)
+  except (OSError, ValueError) as e:
+    raise TrajectoryFileError(f"{path}: unreadable checksum record: {e}") from None
+  if not (isinstance(record, dict) and isinstance(record.get("sha256"), str)
+          and _is_int(record.get("records"))):
+    raise TrajectoryFileError(f"{path}: malformed checksum record {cpath}")
+  got = file_sha256(path)
+  if got != record["sha256"]:
+    raise TrajectoryFileError(f"{path}: checksum mismatch (sha256 {got[:12]}..., recorded "
+                              f"{record['sha256'][:12]}... in {os.path.basename(cpath)}): "
+                              "the shard changed after it was written")
+  return record
 
 
 def _fsync_path(path: str, flags: int) -> None:
@@ -522,8 +269,11 @@ def _read_payloads(path: str) -> list[bytes]:
     return list(reader.read_all())
 
 
-def read_shard(path: str) -> list[dict[str, Any]]:
+def read_shard(path: str, verify: bool | None = None) -> list[dict[str, Any]]:
   """Every record of one shard, validated.
+
+  ``verify``: True requires the shard's checksum record and checks it, None
+  (default) checks it when it exists, False skips it.
 
   Raises:
     FileNotFoundError: no file at ``path``.
@@ -531,7 +281,14 @@ def read_shard(path: str) -> list[dict[str, Any]]:
       or corrupt, or a record is not a schema-valid JSON trajectory (the
       message names the file and the record index).
   """
-  return [decode_record(p, f"{path}: record {i}") for i, p in enumerate(_read_payloads(path))]
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no such trajectory shard: {path}")
+  checksum = verify_checksum(path, required=bool(verify)) if verify is not False else None
+  payloads = _read_payloads(path)
+  if checksum is not None and len(payloads) != checksum["records"]:
+    raise TrajectoryFileError(f"{path}: {len(payloads)} records but its checksum record "
+                              f"says {checksum['records']}")
+  return [decode_record(p, f"{path}: record {i}") for i, p in enumerate(payloads)]
 
 
 def _natural_key(name: str) -> list[Any]:
@@ -539,9 +296,13 @@ def _natural_key(name: str) -> list[Any]:
 
 
 def list_dir(directory: str, pattern: str = "*" + SHARD_SUFFIX) -> list[str]:
-  """Paths of the non-hidden files in ``directory`` matching ``pattern``, in natural order."""
+  """Paths of the non-hidden files in ``directory`` matching ``pattern``, in natural order.
+
+  Checksum records (``*.sha256``) are never listed.
+  """
   names = [n for n in os.listdir(directory)
-           if not n.startswith(".") and fnmatch.fnmatchcase(n, pattern)
+           if not n.startswith(".") and not n.endswith(CHECKSUM_SUFFIX)
+           and fnmatch.fnmatchcase(n, pattern)
            and os.path.isfile(os.path.join(directory, n))]
   return [os.path.join(directory, n) for n in sorted(names, key=_natural_key)]
 
@@ -564,15 +325,23 @@ class TrajectoryDataSource:
 
   ``len(source)`` records; ``source[i]`` is the validated dict of record
   ``i`` (files in the given order). Every file is opened once up front so
-  that an unreadable one is named at construction.
+  that an unreadable one is named at construction, and checked against its
+  checksum record (``verify`` as in ``read_shard``).
   """
 
-  def __init__(self, paths: Sequence[str]):
+  def __init__(self, paths: Sequence[str], verify: bool | None = None):
     self.paths = [os.fspath(p) for p in paths]
     self._ends: list[int] = []
     total = 0
     for path in self.paths:
-      total += _num_records(path)
+      if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such trajectory shard: {path}")
+      checksum = verify_checksum(path, required=bool(verify)) if verify is not False else None
+      n = _num_records(path)
+      if checksum is not None and n != checksum["records"]:
+        raise TrajectoryFileError(f"{path}: {n} records but its checksum record says "
+                                  f"{checksum['records']}")
+      total += n
       self._ends.append(total)
     self._source = (array_record_data_source.ArrayRecordDataSource(self.paths)
                     if self.paths else None)
@@ -684,12 +453,16 @@ class TrajectoryStore:
     """Every record of ``round_index``, shard after shard."""
     out: list[dict[str, Any]] = []
     for path in self.shard_paths(round_index):
-      out.extend(read_shard(path))
+      out.extend(read_shard(path, verify=True))
     return out
 
   def data_source(self, round_index: int) -> TrajectoryDataSource:
     """Random access to ``round_index``'s records (see ``TrajectoryDataSource``)."""
-    return TrajectoryDataSource(self.shard_paths(round_index))
+    return TrajectoryDataSource(self.shard_paths(round_index), verify=True)
+
+  def write_manifest(self, path: str, rounds: Sequence[int], **extra: Any) -> dict[str, Any]:
+    """``write_manifest(path, <every complete shard of rounds>)``: what a phase consumed."""
+    return write_manifest(path, [p for r in rounds for p in self.shard_paths(r)], **extra)
 
   def cleanup_temp(self) -> list[str]:
     """Removes temporaries left by interrupted writes; returns their paths.
@@ -703,3 +476,82 @@ class TrajectoryStore:
         os.unlink(path)
         removed.append(path)
     return removed
+
+
+# ----------------------------------------------------------------------------
+# Manifests: the shards a phase consumed.
+
+
+def shard_entry(path: str, manifest_dir: str) -> dict[str, Any]:
+  """``{"path", "records", "sha256"}`` of a shard, read and verified in full."""
+  records = read_shard(path, verify=True)
+  return {"path": os.path.relpath(os.path.abspath(path), manifest_dir).replace(os.sep, "/"),
+          "records": len(records), "sha256": file_sha256(path)}
+
+
+def write_manifest(path: str, shard_paths: Sequence[str], **extra: Any) -> dict[str, Any]:
+  """Records the shards a phase consumed in ``path`` (atomic JSON); returns the manifest.
+
+  ``{"format": 1, "shards": [{"path": relative to the manifest's directory,
+  "records": n, "sha256": ...}], "total_records": N, **extra}``. Every shard
+  is verified against its checksum record first.
+  """
+  manifest_dir = os.path.dirname(os.path.abspath(path))
+  shards = [shard_entry(p, manifest_dir) for p in shard_paths]
+  manifest = {"format": MANIFEST_FORMAT, **extra, "shards": shards,
+              "total_records": sum(e["records"] for e in shards)}
+  io_utils.atomic_write_json(path, manifest)
+  return manifest
+
+
+def read_manifest(path: str) -> dict[str, Any]:
+  """A manifest file, checked for shape; ``ManifestError`` naming the file otherwise."""
+  try:
+    manifest = io_utils.read_json(path)
+  except FileNotFoundError:
+    raise ManifestError(f"{path}: no such manifest") from None
+  except (OSError, ValueError) as e:
+    raise ManifestError(f"{path}: unreadable manifest: {e}") from None
+  shards = manifest.get("shards") if isinstance(manifest, dict) else None
+  if not isinstance(shards, list) or not all(
+      isinstance(e, dict) and isinstance(e.get("path"), str) and _is_int(e.get("records"))
+      and isinstance(e.get("sha256"), str) for e in shards):
+    raise ManifestError(f"{path}: malformed manifest (needs 'shards': [{{path, records, "
+                        "sha256}}])")
+  return manifest
+
+
+def verify_manifest(path: str) -> list[str]:
+  """The absolute shard paths of a manifest, after checking each is present and unchanged.
+
+  Raises:
+    ManifestError: one line naming the manifest and the first shard that is
+      missing, whose content (sha256) changed, or whose record count differs.
+  """
+  manifest = read_manifest(path)
+  manifest_dir = os.path.dirname(os.path.abspath(path))
+  out = []
+  for entry in manifest["shards"]:
+    shard = os.path.normpath(os.path.join(manifest_dir, entry["path"]))
+    if not os.path.isfile(shard):
+      raise ManifestError(f"{path}: input shard {shard} is missing ({entry['records']} "
+                          "records consumed by this phase)")
+    got = file_sha256(shard)
+    if got != entry["sha256"]:
+      raise ManifestError(f"{path}: input shard {shard} changed since this phase consumed it "
+                          f"(sha256 {got[:12]}..., recorded {entry['sha256'][:12]}...)")
+    out.append(shard)
+  return out
+
+
+def read_manifest_records(path: str) -> list[dict[str, Any]]:
+  """The records of a manifest's shards, in order; ``ManifestError`` as ``verify_manifest``."""
+  manifest = read_manifest(path)
+  out: list[dict[str, Any]] = []
+  for shard, entry in zip(verify_manifest(path), manifest["shards"]):
+    records = read_shard(shard, verify=True)
+    if len(records) != entry["records"]:
+      raise ManifestError(f"{path}: input shard {shard} has {len(records)} records, "
+                          f"{entry['records']} were consumed")
+    out.extend(records)
+  return out

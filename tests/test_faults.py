@@ -362,7 +362,8 @@ def test_trajectory_shard_survives_a_failed_overwrite(tmp_path, monkeypatch):
   with pytest.raises(OSError, match="simulated crash"):
     store.write_shard(1, 1, [_record(3)])
   spy.fail = False
-  assert _listing(tmp_path) == [os.path.basename(path)]
+  # The shard and its checksum record (issue 15), no temporary.
+  assert _listing(tmp_path) == [os.path.basename(path), os.path.basename(path) + ".sha256"]
   assert store.records(1) == [_record(0), _record(1)]
   assert store.missing_shards(1, 2) == [1]
 

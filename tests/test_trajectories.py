@@ -118,7 +118,9 @@ def test_crash_during_rename_leaves_no_shard_and_no_temp(tmp_path, monkeypatch):
   with pytest.raises(OSError, match="simulated crash"):
     store.write_shard(2, 1, [_record(1, 2), _record(2, 2)])
   monkeypatch.undo()
-  assert sorted(os.listdir(tmp_path)) == ["round2-shard00000.array_record"]
+  # The complete shard and its checksum record (issue 15), no temporary.
+  assert sorted(os.listdir(tmp_path)) == ["round2-shard00000.array_record",
+                                          "round2-shard00000.array_record.sha256"]
   assert store.completed_shards(2) == [0]
   assert store.missing_shards(2, 3) == [1, 2]
   assert store.records(2) == [_record(0, 2)]
@@ -155,7 +157,8 @@ def test_cleanup_removes_temporaries_of_killed_writers(tmp_path):
   (tmp_path / "notes.txt").write_text("keep me")
   assert store.completed_shards(1) == [0]
   assert store.cleanup_temp() == [str(stale)]
-  assert sorted(os.listdir(tmp_path)) == ["notes.txt", "round1-shard00000.array_record"]
+  assert sorted(os.listdir(tmp_path)) == ["notes.txt", "round1-shard00000.array_record",
+                                          "round1-shard00000.array_record.sha256"]
 
 
 def test_existing_shard_is_not_overwritten_by_default(tmp_path):
