@@ -124,3 +124,76 @@ def test_remat_changes_neither_parameters_nor_outputs_nor_gradients(setup):
   # The backward pass of the remat model recomputes the blocks: its jaxpr has checkpoints.
   assert "checkpoint" in str(jax.make_jaxpr(jax.grad(loss), static_argnums=1)(params, remat)) \
       or "remat" in str(jax.make_jaxpr(jax.grad(loss), static_argnums=1)(params, remat))
+
+
+LLAMA3 = dict(rope_scaling="llama3", rope_scaling_factor=4.0, rope_low_freq_factor=1.0,
+              rope_high_freq_factor=4.0, rope_original_max_len=32)
+
+
+def _llama3_reference(head_dim, theta, factor, low, high, original):
+  """Meta's reference ``apply_scaling`` (Llama-3.1 repo), in float64, one frequency at a time."""
+  out = []
+  for i in range(head_dim // 2):
+    freq = 1.0 / theta ** (2 * i / head_dim)
+    wavelen = 2 * np.pi / freq
+    if wavelen < original / high:
+      out.append(freq)
+    elif wavelen > original / low:
+      out.append(freq / factor)
+    else:
+      smooth = (original / wavelen - low) / (high - low)
+      out.append((1 - smooth) * freq / factor + smooth * freq)
+  return np.array(out)
+
+
+def test_llama3_inv_freq_matches_reference_in_every_band():
+  cfg = testing.tiny_config(vocab_size=40, head_dim=16, rope_theta=10_000.0, **LLAMA3)
+  ours = np.asarray(model_lib.rope_inv_freq(cfg))
+  ref = _llama3_reference(16, 10_000.0, 4.0, 1.0, 4.0, 32)
+  np.testing.assert_allclose(ours, ref, rtol=1e-6)
+  plain = np.asarray(model_lib.rope_inv_freq(dataclasses.replace(cfg, rope_scaling="none")))
+  wavelen = 2 * np.pi / plain
+  kept, divided = wavelen < 32 / 4.0, wavelen > 32 / 1.0
+  assert kept.any() and divided.any() and (~kept & ~divided).any()  # all three bands
+  np.testing.assert_array_equal(ours[kept], plain[kept])
+  np.testing.assert_allclose(ours[divided], plain[divided] / 4.0, rtol=1e-6)
+
+
+def test_rope_scaling_fields_unused_without_llama3(setup):
+  """With rope_scaling="none" the other fields change nothing (bit for bit)."""
+  cfg, params = setup
+  other = dataclasses.replace(cfg, rope_scaling_factor=8.0, rope_original_max_len=16)
+  tokens = jax.random.randint(jax.random.key(7), (2, 30), 3, 40)
+  a = model_lib.Transformer(cfg).apply({"params": params}, tokens).logits
+  b = model_lib.Transformer(other).apply({"params": params}, tokens).logits
+  np.testing.assert_array_equal(a, b)
+  scaled = dataclasses.replace(cfg, **LLAMA3)
+  c = model_lib.Transformer(scaled).apply({"params": params}, tokens).logits
+  assert np.abs(np.asarray(c) - np.asarray(a)).max() > 1e-3  # and llama3 does change them
+
+
+def test_llama3_kv_cache_incremental_equals_full_forward(setup):
+  cfg, params = setup
+  cfg = dataclasses.replace(cfg, **LLAMA3)
+  model = model_lib.Transformer(cfg)
+  tokens = jax.random.randint(jax.random.key(8), (2, 20), 3, 40)
+  full = model.apply({"params": params}, tokens).logits
+  cache = model_lib.KVCache.init(cfg, 2, 24)
+  out = model.apply({"params": params}, tokens[:, :12], None, None, cache, 0)
+  steps = [out.logits]
+  for i in range(12, 20):
+    out = model.apply({"params": params}, tokens[:, i:i + 1], jnp.full((2, 1), i), None,
+                      out.cache, i)
+    steps.append(out.logits)
+  np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=1e-4)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(rope_scaling="yarn"), r"rope_scaling must be one of \('none', 'llama3'\)"),
+    (dict(LLAMA3, rope_high_freq_factor=1.0), r"rope_high_freq_factor \(1.0\) must exceed"),
+    (dict(LLAMA3, rope_scaling_factor=0.0), r"rope_scaling_factor must be a positive"),
+    (dict(LLAMA3, rope_original_max_len=0), r"rope_original_max_len must be a positive int"),
+])
+def test_bad_rope_scaling_names_the_field(overrides, match):
+  with pytest.raises(ValueError, match=match):
+    testing.tiny_config(vocab_size=40, **overrides)
