@@ -235,6 +235,10 @@ _NO_VALUE_RE = re.compile(
     r"equal|found|calculated|computed|determined|positive|negative)\b", re.I)
 
 
+# A statement's line may go on after its sentence: "12. I checked it."
+_SENTENCE_END_RE = re.compile(r"[.!?;](?=\s+\S)")
+
+
 def _statement_body(text: str, m: re.Match) -> str:
   """What an answer statement states: its box content, or the rest of its line."""
   if m.group(1):
@@ -242,7 +246,9 @@ def _statement_body(text: str, m: re.Match) -> str:
   end = text.find("\n", m.end())
   end = len(text) if end < 0 else end
   body = text[m.end():min(end, m.end() + MAX_ANSWER_CHARS)]
-  return body[_FILLER_RE.match(body).end():]
+  body = body[_FILLER_RE.match(body).end():]
+  sentence_end = _SENTENCE_END_RE.search(body)
+  return body if sentence_end is None else body[:sentence_end.start()]
 
 
 def _carries_value(body: str, needs_number: bool) -> bool:

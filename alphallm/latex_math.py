@@ -69,6 +69,7 @@ class Budget:
 _TOKEN_RE = re.compile(
     r"\s*(?:(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
     r"|(?P<cmd>\\(?:[A-Za-z]+|[{}|]))"
+    r"|(?P<word>(?:sqrt|pi|sin|cos|tan|log|ln|exp)(?![A-Za-z]))"
     r"|(?P<sym>[A-Za-z](?:_(?:\{[A-Za-z0-9]{1,8}\}|[A-Za-z0-9]))?)"
     r"|(?P<op>\*\*|[-+*/^!()\[\]{},=|%_]))", re.ASCII)
 _REPEAT_RE = re.compile(r"\\overline\s*(?:\{([0-9]{1,12})\}|([0-9]))|\(([0-9]{1,12})\)", re.ASCII)
@@ -125,8 +126,10 @@ def tokenize(s: str) -> tuple[list[tuple[str, object]], list[str]]:
         pos = rep.end()
       else:
         tokens.append(("num", _decimal(text)))
-    elif m.group("cmd") is not None:
-      cmd = _CMD_ALIASES.get(m.group("cmd"), m.group("cmd"))
+    elif m.group("cmd") is not None or m.group("word") is not None:
+      # Plain-text "sqrt(2)" and "pi" read as the LaTeX commands.
+      cmd = m.group("cmd") or "\\" + m.group("word")
+      cmd = _CMD_ALIASES.get(cmd, cmd)
       tokens.append(("op", cmd) if cmd in ("*", "/", "|") else ("cmd", cmd))
     elif m.group("sym") is not None:
       tokens.append(("sym", m.group("sym").replace("{", "").replace("}", "")))
@@ -373,6 +376,12 @@ class _Parser:
     if self.take("op", "^"):
       power = self.argument()
     arg = self.power()
+    if arg[0] in ("num", "sym"):
+      # "\sin 2x" is sin(2x): a bare argument runs over the numerals and letters after it.
+      factors = [arg]
+      while self.peek() is not None and self.peek()[0] == "sym":
+        factors.append(self.power())
+      arg = self.product(factors)
     value = self.node("func", name, arg)
     if base is not None:
       value = self.node("div", value, self.node("func", "ln", base))

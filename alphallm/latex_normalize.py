@@ -9,7 +9,8 @@ characters, and answers over ``MAX_ANSWER_CHARS`` are refused unread.
   and ``\\boxed{...}`` / ``\\fbox{...}`` contents;
 * ``clean_answer``: a MATH answer without its presentation (boxes, ``$``,
   ``\\left``/``\\right``, spacing commands, degree signs, ``\\text{}`` units
-  and wrappers, thousands separators), spaces kept, for the expression parser;
+  and wrappers, thousands separators, ``x \\in``; ``3 and 4`` becomes
+  ``3, 4``), spaces kept, for the expression parser;
 * ``normalize_math_answer``: the string normal form used for canonical
   answers and as the fallback comparison.
 """
@@ -95,6 +96,9 @@ _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textrm|textit|textnormal|mathrm|mat
 _EXPONENT_RE = re.compile(r"\^(?:[0-9]|\{[0-9]{1,3}\})$")
 _UNIT_WORDS_RE = re.compile(r"(?:\s+[A-Za-z]{2,}\.?(?:\^[0-9])?)+\s*$")
 _MAX_UNIT_PASSES = 4
+# "3 and 4" is the list "3, 4"; "x \in (0, 1)" is the interval.
+_AND_RE = re.compile(r"\s+and\s+")
+_MEMBER_RE = re.compile(r"^\s*[A-Za-z]\s*\\in(?![A-Za-z])\s*")
 
 
 def _text_groups(s: str) -> list[tuple[int, int, str]]:
@@ -166,6 +170,7 @@ def clean_answer(answer: object) -> str | None:
     s = s.replace(old, new)
   s = _SIZE_RE.sub("", s)
   s = strip_text(s).strip()
+  s = _MEMBER_RE.sub("", _AND_RE.sub(", ", s))
   s = _strip_unit_words(s).strip().rstrip(".").strip()
   return _ungroup_thousands(s)
 
