@@ -7,12 +7,39 @@ scaling (:func:`rope_scaling_fields`; ``"llama3"`` is supported, see
 :func:`alphallm.model.llama3_inv_freq`). Errors are
 :class:`UnsupportedHFConfigError` naming the config key;
 :func:`alphallm.hf_import.config_from_hf` prefixes the file.
+
+Also :func:`import_hf_extra`: the optional packages of the ``hf`` extra
+(safetensors, tokenizers, sentencepiece), imported only when used, with a
+one-line error naming the extra when one is missing.
 """
 
 from __future__ import annotations
 
+import importlib
+import types
 from collections.abc import Mapping
 from typing import Any
+
+HF_EXTRA_INSTALL = 'pip install -e ".[hf]"'
+
+
+def import_hf_extra(module: str, purpose: str) -> types.ModuleType:
+  """``importlib.import_module(module)``, or one line saying how to install it.
+
+  Args:
+    module: e.g. ``"safetensors"``, ``"tokenizers"``, ``"sentencepiece"``.
+    purpose: what needs it, for the message (e.g. ``"reading model.safetensors"``).
+
+  Raises:
+    ImportError: ``"<purpose> needs the optional package '<top>' (not installed):
+      pip install -e ".[hf]""``.
+  """
+  try:
+    return importlib.import_module(module)
+  except ImportError:
+    top = module.split(".")[0]
+    raise ImportError(f"{purpose} needs the optional package {top!r} (not installed): "
+                      f"{HF_EXTRA_INSTALL}") from None
 
 
 class UnsupportedHFConfigError(ValueError):

@@ -319,8 +319,8 @@ def checkpoint_files(path: str) -> list[str]:
 
 
 def _safe_open(file: str):
-  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
-  return safe_open(file, framework="numpy")
+  safetensors = hf_families.import_hf_extra("safetensors", f"reading {file}")
+  return safetensors.safe_open(file, framework="numpy")
 
 
 def _index_tensors(files: list[str]) -> dict[str, tuple[str, str, tuple[int, ...]]]:

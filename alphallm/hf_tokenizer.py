@@ -45,7 +45,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from alphallm import io_utils
+from alphallm import hf_families, io_utils
 from alphallm.tokenizer import Tokenizer
 
 TOKENIZER_JSON = "tokenizer.json"
@@ -139,10 +139,10 @@ class HFTokenizer(Tokenizer):
     in the same directory (``bos_token``, ``eos_token``, ``pad_token``,
     ``unk_token``), when there is one.
     """
-    from tokenizers import Tokenizer as RustTokenizer  # pylint: disable=g-import-not-at-top
     file = os.path.join(path, TOKENIZER_JSON) if os.path.isdir(path) else path
     if not os.path.isfile(file):
       raise FileNotFoundError(f"no tokenizer file at {file!r}")
+    rust = hf_families.import_hf_extra("tokenizers", f"reading {file}")
     config_file = os.path.join(os.path.dirname(file), TOKENIZER_CONFIG)
     config = io_utils.read_json(config_file) if os.path.isfile(config_file) else {}
     source = f"{file}" + (f" + {config_file}" if config else "")
@@ -150,7 +150,7 @@ class HFTokenizer(Tokenizer):
     def pick(explicit, key):
       return explicit if explicit is not None else _config_token(config, key)
 
-    return cls(RustTokenizer.from_file(file), bos=pick(bos, "bos_token"),
+    return cls(rust.Tokenizer.from_file(file), bos=pick(bos, "bos_token"),
                eos=pick(eos, "eos_token"), pad=pick(pad, "pad_token"),
                unk=_config_token(config, "unk_token"), source=source)
 
@@ -181,11 +181,11 @@ class SentencePieceTokenizer(Tokenizer):
 
   def __init__(self, model_file: str, *, bos: SpecialToken = None, eos: SpecialToken = None,
                pad: SpecialToken = None):
-    import sentencepiece as spm  # pylint: disable=g-import-not-at-top
     if os.path.isdir(model_file):
       model_file = os.path.join(model_file, SENTENCEPIECE_MODEL)
     if not os.path.isfile(model_file):
       raise FileNotFoundError(f"no sentencepiece model at {model_file!r}")
+    spm = hf_families.import_hf_extra("sentencepiece", f"reading {model_file}")
     self._sp = spm.SentencePieceProcessor(model_file=model_file)
     self._vocab_size = self._sp.get_piece_size()
 

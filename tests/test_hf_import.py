@@ -475,3 +475,12 @@ def test_bf16_checkpoint(hf_libs, tmp_path):
   assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.bfloat16)}
   loose = np.abs(_logits(config, params, PARITY_TOKENS) - ref).max()
   assert loose <= 0.05 * np.abs(ref).max() + 0.1, f"bf16 compute: max diff {loose}"
+
+
+def test_missing_safetensors_names_the_extra(tmp_path, monkeypatch):
+  d = _write(tmp_path, TINY, _random_tensors(TINY))
+  monkeypatch.setitem(__import__("sys").modules, "safetensors", None)  # import now fails
+  with pytest.raises(ImportError, match=r"model\.safetensors needs the optional package "
+                                        r"'safetensors' \(not installed\): pip install -e "
+                                        r'"\.\[hf\]"$'):
+    hf_import.load_hf_checkpoint(d)

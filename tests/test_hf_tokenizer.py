@@ -217,3 +217,19 @@ def test_template_encodes_with_real_tokenizer(bpe):
   text = hft.PromptTemplate(chat="llama2").format("Solve it.")
   assert bpe.decode(bpe.encode(text)) == "[INST] Solve it. [/INST]"
   assert np.all(np.asarray(bpe.encode(text)) < bpe.vocab_size)
+
+
+@pytest.mark.parametrize("module, make", [
+    ("tokenizers", lambda d: hft.HFTokenizer.from_file(d)),
+    ("sentencepiece", lambda d: hft.SentencePieceTokenizer(d)),
+])
+def test_missing_optional_package_names_the_extra(tmp_path, monkeypatch, module, make):
+  """Without the package: one line naming it and `pip install -e ".[hf]"`."""
+  (tmp_path / "tokenizer.json").write_text("{}")
+  (tmp_path / "tokenizer.model").write_bytes(b"")
+  monkeypatch.setitem(__import__("sys").modules, module, None)  # import now fails
+  with pytest.raises(ImportError) as e:
+    make(str(tmp_path))
+  message = str(e.value)
+  assert f"'{module}'" in message and 'pip install -e ".[hf]"' in message
+  assert "\n" not in message and str(tmp_path) in message
