@@ -91,7 +91,7 @@ def _exact_pow(base: Fraction, exponent: Fraction) -> Fraction | None:
     if num is None or den is None:
       return None
     base = Fraction(num if base > 0 else -num, den)
-  if _bits(base) * abs(p) > MAX_BITS:
+  if abs(p) * math.log2(max(abs(base.numerator), base.denominator)) > MAX_BITS:
     raise _TooLarge("power too large")
   return base**p
 
