@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 from typing import Any
@@ -44,7 +43,6 @@ log = logging.getLogger(__name__)
 
 INTEGRITY_FILE = "alphallm_sha256.json"
 INTEGRITY_FORMAT = 1
-_CHUNK = 1 << 22
 
 
 class CheckpointIntegrityError(ValueError):
@@ -55,7 +53,7 @@ class NonFiniteStateError(FloatingPointError):
   """A state to be saved has a NaN or Inf."""
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(io_utils.WriteError):
   """Orbax could not write a step (no space, read-only filesystem, ...)."""
 
 
@@ -63,12 +61,7 @@ class CheckpointWriteError(OSError):
 # Checksums and finiteness (pure helpers).
 
 
-def file_sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(_CHUNK), b""):
-      h.update(chunk)
-  return h.hexdigest()
+file_sha256 = io_utils.file_sha256
 
 
 def step_files(step_dir: str) -> list[str]:

@@ -22,6 +22,7 @@ trajectory writers call) below ``directory`` call ``check()`` first, e.g.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -36,7 +37,22 @@ _GUARDS: dict[str, Callable[[], None]] = {}
 
 
 class WriteError(OSError):
-  """A write failed for a reason worth one line (read-only, full disk, bad text)."""
+  """A write failed for a reason worth one line (read-only, full disk, bad text).
+
+  ``WriteError(errno, message)``; ``str()`` is the message alone.
+  """
+
+  def __str__(self) -> str:
+    return str(self.strerror) if self.strerror else super().__str__()
+
+
+def file_sha256(path: str) -> str:
+  """sha256 (hex) of a file's bytes, read in 4 MiB chunks."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 22), b""):
+      h.update(chunk)
+  return h.hexdigest()
 
 
 def describe_os_error(e: OSError, path: str) -> str:
@@ -71,20 +87,21 @@ def find_surrogate(text: str) -> tuple[int, int, str] | None:
   return None
 
 
-def check_text(text: str, where: str) -> str:
+def check_text(text: str, where: str, first_line: int = 1) -> str:
   """``text`` if it encodes as UTF-8; else ``ValueError`` naming ``where:line:col``.
 
   Lone surrogates (``"\\ud800"``, e.g. from ``json.loads`` of an escaped
   surrogate in a dataset file) cannot be written as UTF-8; call this where
   untrusted text enters, so the error names its source rather than a later
-  write.
+  write. ``first_line``: the source line ``text`` starts on (e.g. the JSONL
+  line a question came from).
   """
   try:
     text.encode("utf-8")
   except UnicodeEncodeError:
-    line, col, ch = find_surrogate(text) or (0, 0, "?")
-    raise ValueError(f"{where}:{line}:{col}: lone surrogate U+{ord(ch):04X} in the text "
-                     "(not encodable as UTF-8)") from None
+    line, col, ch = find_surrogate(text) or (1, 0, "?")
+    raise ValueError(f"{where}:{first_line + line - 1}:{col}: lone surrogate "
+                     f"U+{ord(ch):04X} in the text (not encodable as UTF-8)") from None
   return text
 
 

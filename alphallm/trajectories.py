@@ -68,7 +68,6 @@ import bisect
 import contextlib
 import errno
 import fnmatch
-import hashlib
 import json
 import os
 import re
@@ -173,12 +172,7 @@ def checksum_path(shard_path: str) -> str:
   return os.fspath(shard_path) + CHECKSUM_SUFFIX
 
 
-def file_sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 22), b""):
-      h.update(chunk)
-  return h.hexdigest()
+file_sha256 = io_utils.file_sha256
 
 
 def checksum_record(path: str, num_records: int) -> dict[str, Any]:

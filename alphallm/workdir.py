@@ -326,19 +326,102 @@ class Workdir:
 
   # -- recovery ----------------------------------------------------------------
 
-  def recover(self) -> list[str]:
-    """Removes the temporary files of interrupted writes below the workdir; returns them.
+  def recover(self, rebuild: bool = True) -> dict[str, list[str]]:
+    """Repairs what a kill can leave behind; returns ``{"removed": [...], "rebuilt": [...]}``.
 
     Call it holding the lock, before any work (no write is in progress).
-    Temporary files are ``io_utils.TEMP_RE`` names (``.<name>.<random>.tmp``:
-    ``io_utils`` atomic writes, trajectory shards, checksum files);
-    orbax's temporary step directories are left to orbax.
+
+    * removes the temporary files of interrupted writes anywhere below the
+      workdir (``io_utils.TEMP_RE`` names, ``.<name>.<random>.tmp``: atomic
+      writes, trajectory shards, checksum records; orbax's temporary step
+      directories are orbax's to clean);
+    * with ``rebuild``, regenerates ``results.md`` and the plots from
+      ``results.json`` (``results.rebuild_side_files``) when they lag it.
     """
     self.check_owner()
     removed = io_utils.cleanup_temp_files(self.path)
     for path in removed:
       log.warning("removed %s (left by an interrupted write)", path)
-    return removed
+    rebuilt: list[str] = []
+    if rebuild:
+      from alphallm import results  # pylint: disable=import-outside-toplevel
+      rebuilt = results.rebuild_side_files(self.path)
+      for path in rebuilt:
+        log.info("rebuilt %s from results.json", path)
+    return {"removed": removed, "rebuilt": rebuilt}
+
+
+# ---------------------------------------------------------------------------
+# Phase records: a phase is done only when all its outputs are.
+
+PHASES_DIR = "phases"
+
+
+def phase_record_path(workdir: str, phase: str) -> str:
+  """``DIR/phases/<phase>.json`` (``phase`` may contain ``/``, e.g. ``round1/imagine``)."""
+  if not phase or phase.startswith("/") or ".." in phase.split("/"):
+    raise ValueError(f"bad phase name {phase!r}")
+  return os.path.join(workdir, PHASES_DIR, *phase.split("/")) + ".json"
+
+
+def _file_entries(workdir: str, paths: Sequence[str]) -> dict[str, str]:
+  out = {}
+  for p in paths:
+    path = os.path.join(workdir, p)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"{path}: a phase output/input to record does not exist")
+    out[os.path.relpath(path, workdir).replace(os.sep, "/")] = io_utils.file_sha256(path)
+  return out
+
+
+def mark_phase_done(workdir: str, phase: str, outputs: Sequence[str],
+                    inputs: Sequence[str] = (), **extra: Any) -> dict[str, Any]:
+  """Records that ``phase`` finished: the sha256 of each output (and input) file.
+
+  Call it after the last output is written; paths are absolute or relative
+  to ``workdir``. Until then (e.g. a kill between ``prompts.jsonl`` and
+  ``imagination.json``) ``phase_done`` is False and the phase is redone.
+  """
+  record = {"phase": phase, "outputs": _file_entries(workdir, outputs),
+            "inputs": _file_entries(workdir, inputs), **extra}
+  io_utils.atomic_write_json(phase_record_path(workdir, phase), record)
+  return record
+
+
+def phase_done(workdir: str, phase: str) -> bool:
+  """Whether ``phase`` was recorded done and every output is present and unchanged.
+
+  An output that is missing or changed is logged (one line naming it) and
+  the phase counts as not done, to be redone.
+  """
+  path = phase_record_path(workdir, phase)
+  if not os.path.exists(path):
+    return False
+  try:
+    record = io_utils.read_json(path)
+    outputs = record["outputs"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    log.warning("%s is unreadable (%s): phase %s is redone", path, e, phase)
+    return False
+  for rel, digest in sorted(outputs.items()):
+    out = os.path.join(workdir, rel)
+    if not os.path.isfile(out) or io_utils.file_sha256(out) != digest:
+      state = "missing" if not os.path.isfile(out) else "changed"
+      log.warning("phase %s: output %s is %s; redoing the phase", phase, out, state)
+      return False
+  return True
+
+
+def verify_phase_inputs(workdir: str, phase: str) -> None:
+  """Raises ``WorkdirError`` naming the first recorded input of ``phase`` missing or changed."""
+  path = phase_record_path(workdir, phase)
+  record = io_utils.read_json(path)
+  for rel, digest in sorted(record.get("inputs", {}).items()):
+    inp = os.path.join(workdir, rel)
+    if not os.path.isfile(inp):
+      raise WorkdirError(f"{path}: input {inp} of phase {phase} is missing")
+    if io_utils.file_sha256(inp) != digest:
+      raise WorkdirError(f"{path}: input {inp} of phase {phase} changed since the phase ran")
 
 
 def _continuable_hint(continuable: Sequence[str]) -> str:
