@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alphallm import graders
+from alphallm import graders, latex_math, latex_normalize, math_equivalence, rational_eval
 from alphallm.datasets import gsm8k as gsm8k_data
 from alphallm.datasets import math_dataset, tfds_builders
 from alphallm.tasks import gsm8k as gsm8k_task
@@ -270,7 +270,8 @@ def test_model_text_cannot_run_code(tmp_path):
   assert not target.exists()
 
 
-@pytest.mark.parametrize("module", [graders, gsm8k_data, math_dataset, tfds_builders,
+@pytest.mark.parametrize("module", [graders, latex_math, latex_normalize, math_equivalence,
+                                    rational_eval, gsm8k_data, math_dataset, tfds_builders,
                                     gsm8k_task, math_task])
 def test_modules_never_call_eval(module):
   tree = ast.parse(inspect.getsource(module))

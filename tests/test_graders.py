@@ -57,6 +57,16 @@ GSM8K_CASES = [
     ("", "0", False),
     ("The answer is 19", "18", False),
     ("The answer is 18", "not a number", False),
+    # A last statement that carries no number does not hide the answer before it.
+    ("The answer is 18. Double-checking, the answer is correct.", "18", True),
+    ("#### 18\nThe answer is correct.", "18", True),
+    ("So she has 18 eggs. I verified that the answer is right.", "18", True),
+    ("The answer is not 17; it is 18.", "17", False),
+    # A malformed text (a bracket left open) is not graded as a number.
+    ("(" * 60 + "18", "18", False),
+    ("A: ((((18", "18", False),
+    ("The answer is (18", "18", False),
+    ("Step 1) 6*3 = 18\nStep 2) done: 18", "18", True),  # Closers alone are fine.
 ]
 
 MATH_CASES = [
@@ -99,6 +109,17 @@ MATH_CASES = [
     ("\\boxed{10^{10^{10}}}", "10", False),
     ("\\boxed{" * 1000, "1", False),
     ("no answer here", "5", False),
+    # Issue 17: equivalence that needs more than a string normal form.
+    ("\\boxed{\\sqrt{2}/2}", "\\frac{\\sqrt2}{2}", True),
+    ("\\boxed{\\sqrt{12}}", "2\\sqrt3", True),
+    ("\\boxed{(x+1)^2}", "x^2+2x+1", True),
+    ("\\boxed{10^5}", "100000", True),
+    ("\\boxed{0.\\overline{6}}", "\\frac23", True),
+    ("\\boxed{1{,}000}", "1000", True),
+    ("\\boxed{10^{5}}", "10^5", True),
+    ("We get \\boxed{3}. Double-checking, the answer is correct.", "3", True),
+    ("\\boxed{3}. The answer is boxed above.", "3", True),
+    ("\\boxed{(x+1)^2}", "x^2+1", False),
 ]
 
 

@@ -6,6 +6,8 @@ import time
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alphallm import graders, latex_math, math_equivalence
 from alphallm.latex_normalize import clean_answer
@@ -168,3 +170,39 @@ def test_unparsable_answers_are_undecided():
   assert math_equivalence.answers_equivalent("\\unknown{1}", "1") is None
   assert math_equivalence.answers_equivalent(None, "1") is None
   assert math_equivalence.answers_equivalent("x" * 600, "1") is None
+
+
+# --- Properties. ---
+
+FUZZ = settings(max_examples=100, deadline=200)
+
+
+def _signed(n):
+  return f"+{n}" if n >= 0 else f"{n}"
+
+
+@FUZZ
+@given(a=st.integers(-50, 50), b=st.integers(-50, 50))
+def test_factored_quadratics_equal_their_expansions(a, b):
+  factored = f"(x{_signed(a)})(x{_signed(b)})"
+  expanded = f"x^2{_signed(a + b)}x{_signed(a * b)}"
+  assert graders.math_answers_equal(factored, expanded)
+  assert not graders.math_answers_equal(factored, f"x^2{_signed(a + b)}x{_signed(a * b + 1)}")
+
+
+@FUZZ
+@given(k=st.integers(1, 30), n=st.integers(2, 40))
+def test_surds_equal_their_simplified_forms(k, n):
+  # k*sqrt(n) == sqrt(k^2 n); and never equal to (k+1)*sqrt(n).
+  assert graders.math_answers_equal(f"{k}\\sqrt{{{n}}}", f"\\sqrt{{{k * k * n}}}")
+  assert not graders.math_answers_equal(f"{k + 1}\\sqrt{{{n}}}", f"\\sqrt{{{k * k * n}}}")
+
+
+@FUZZ
+@given(text=st.text(alphabet="\\{}()[]^_0123456789.,/-+*=!|%$ xyabsqrtfracpie", max_size=120))
+def test_equivalence_is_total_and_fast(text):
+  start = time.perf_counter()
+  result = math_equivalence.answers_equivalent(text, "x+1")
+  assert result in (True, False, None)
+  assert isinstance(graders.math_answers_equal(text, text), bool)
+  assert time.perf_counter() - start < 0.2
