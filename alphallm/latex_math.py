@@ -13,7 +13,8 @@ library). Every step is bounded:
   binomial is sized *before* it is computed (``9**9**9`` and
   ``10^{10^{10^{10}}}`` are refused, never built);
 * numeric evaluation is complex floating point with overflow and domain
-  errors caught, and every comparison runs under a ``TIME_BUDGET_S`` deadline.
+  errors caught, and every comparison runs under a ``TIME_BUDGET_S`` deadline
+  (thread CPU time) and a node budget.
 
 Trees are tuples: ``("num", Fraction)``, ``("sym", name)``, ``("const",
 "pi" | "i" | "inf")``, ``("add", (a, b, ...))``, ``("mul", (a, b, ...))``,
@@ -52,15 +53,21 @@ class Unparsable(Exception):
 
 
 class Budget:
-  """A deadline and a node counter shared by one parse / comparison."""
+  """A deadline and a node counter shared by one comparison.
+
+  The deadline is on this thread's CPU time (``time.thread_time``), so that a
+  busy machine (other processes, a framework's background threads) does not
+  turn a correct comparison into a timeout; the node counter bounds the work
+  on its own.
+  """
 
   def __init__(self, seconds: float = TIME_BUDGET_S):
-    self.deadline = time.perf_counter() + seconds
+    self.deadline = time.thread_time() + seconds
     self.nodes = 0
 
   def tick(self, nodes: int = 0) -> None:
     self.nodes += nodes
-    if self.nodes > MAX_NODES * 64 or time.perf_counter() > self.deadline:
+    if self.nodes > MAX_NODES * 64 or time.thread_time() > self.deadline:
       raise Unparsable("budget")
 
 
