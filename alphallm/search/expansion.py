@@ -5,8 +5,10 @@
   tokens (``Task.same_step_ignored``, e.g. spaces); steps with different
   text, such as ``7*8=56`` and ``7*8=54``, are never the same.
 * ``propose_options``: samples one new option per row from the parent's KV
-  cache; an option that is the same step as an existing sibling is
-  resampled (up to ``tries`` draws), so siblings are distinct. The keys and
+  cache, without replacement at the first divergent token (never an exact
+  copy of a sibling); an option that is still the same step as a sibling
+  (``same_step``: equal up to ignorable tokens) is resampled (up to ``tries``
+  draws), so siblings are distinct steps. The keys and
   values written while sampling are the child's: nothing is re-encoded.
 * ``propose_tokens``: token level: the slot-th most probable next token
   (never PAD / BOS), encoded in one call.
@@ -93,7 +95,8 @@ def propose_options(model_config, params, cache: model_lib.KVCache,
     rng, draw_rng = jax.random.split(rng)
     s = opt_lib.sample_options(model_config, params, cache, first_logits, start_slot,
                                start_pos, jnp.where(need, limit, 0), stop_ids, draw_rng,
-                               max_len=o, temperature=temperature, pad_id=pad_id)
+                               max_len=o, temperature=temperature, pad_id=pad_id,
+                               avoid=siblings, avoid_len=jnp.where(sibling_valid, sibling_len, 0))
     fresh = need & new_step(s.tokens, s.lengths, siblings, sibling_len, sibling_valid, ignored)
     pick = lambda new, old: jnp.where(  # noqa: E731
         fresh.reshape((b,) + (1,) * (new.ndim - 1)), new, old)

@@ -152,3 +152,21 @@ def make_search(model_config: model_lib.TransformerConfig, search_config: Any, e
 @functools.lru_cache(maxsize=64)
 def _make_search(spec: engine.SearchSpec):
   return engine.build(spec)
+
+
+def same_step_token_ids(tokenizer, chars: str) -> tuple[int, ...]:
+  """Token ids of the single characters of ``chars`` (``Task.same_step_ignored``).
+
+  Characters the tokenizer cannot encode as one token are skipped (with a
+  subword tokenizer a space fused into a word token is not dropped: the
+  normalisation is then partial, never wrong).
+  """
+  out = []
+  for ch in chars:
+    try:
+      ids = tokenizer.encode(ch)
+    except Exception:  # an unknown character  # pylint: disable=broad-except
+      continue
+    if len(ids) == 1 and ids[0] not in out:
+      out.append(int(ids[0]))
+  return tuple(out)

@@ -115,7 +115,9 @@ def sample_options(model_config: model_lib.TransformerConfig, params, cache: mod
                    first_logits: Float[Array, "R V"], start_slot: Int[Array, "R"],
                    start_pos: Int[Array, "R"], limit: Int[Array, "R"],
                    stop_ids: Int[Array, "M"], rng: jax.Array, *, max_len: int,
-                   temperature: float, pad_id: int = PAD_ID) -> OptionSample:
+                   temperature: float, pad_id: int = PAD_ID,
+                   avoid: Int[Array, "R A O"] | None = None,
+                   avoid_len: Int[Array, "R A"] | None = None) -> OptionSample:
   """Samples up to ``min(max_len, limit)`` tokens per row, stopping at ``stop_ids``.
 
   Row r continues the sequence whose next-token logits are ``first_logits[r]``;
@@ -123,15 +125,35 @@ def sample_options(model_config: model_lib.TransformerConfig, params, cache: mod
   position ``start_pos[r] + i``. The loop ends when every row has stopped,
   so it makes at most ``max_len`` model calls of R rows and one token each.
   Slots after a row's last token hold ``pad_id`` (the tokenizer's PAD).
+
+  ``avoid`` / ``avoid_len`` (length 0: no sequence): sampling without
+  replacement at the first divergent token. At step i a row may not pick the
+  last token of an avoided sequence of length ``i + 1`` whose first i tokens
+  it has generated, so the sampled option differs from every avoided one
+  (siblings share the row's length limit, so an avoided option cut at the
+  limit is covered too). ``logprob`` stays the option's probability under
+  the unrestricted policy.
   """
   r = first_logits.shape[0]
   model = model_lib.Transformer(model_config)
   temperature = jnp.asarray(temperature, jnp.float32)
 
+  def banned_logits(i, logits, tokens):
+    if avoid is None:
+      return logits
+    o = avoid.shape[-1]
+    prefix = jnp.arange(o)[None, None, :] < i
+    match = jnp.all((avoid == tokens[:, None, :o]) | ~prefix, axis=-1)       # [R, A]
+    ends_here = match & (avoid_len == i + 1)
+    last = jnp.take(avoid, jnp.minimum(i, o - 1), axis=2)                     # [R, A]
+    hit = jnp.zeros(logits.shape, jnp.int32).at[jnp.arange(r)[:, None], last].max(
+        ends_here.astype(jnp.int32))
+    return jnp.where(hit > 0, -jnp.inf, logits)
+
   def body(state):
     i, rng, cache, logits, last_logits, tokens, logprob, value, done, lengths = state
     rng, step_rng = jax.random.split(rng)
-    tok = sampling.sample_logits(step_rng, logits, temperature)
+    tok = sampling.sample_logits(step_rng, banned_logits(i, logits, tokens), temperature)
     logp = jnp.take_along_axis(jax.nn.log_softmax(logits), tok[:, None], axis=-1)[:, 0]
     tok = jnp.where(done, pad_id, tok)
     out = model.apply({"params": params}, tok[:, None], (start_pos + i)[:, None],

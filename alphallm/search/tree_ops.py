@@ -117,16 +117,23 @@ def may_widen(cfg: SearchConfig, tree: TreeState, stats: NodeStats, node) -> Boo
   any_open = jnp.any((kids >= 0) & ~tree.closed[jnp.maximum(kids, 0)])
   can_ever = ~tree.exhausted[node] & (k < child_cap(cfg, tree, stats.score, node))
   return can_ever & ~stats.terminal[node] & ((k < widening_cap(cfg, tree.visits[node], node))
-                                             | ~any_open)
+                                             | (k == 0) | ~any_open)
 
 
 def node_closed(cfg: SearchConfig, tree: TreeState, stats: NodeStats, node) -> Bool[Array, ""]:
-  """Terminal, or every child closed and no child may be added."""
+  """Terminal, or every child closed and no child may be added at the node's visits.
+
+  A closed node gets no more visits, so its widening cap no longer grows: a
+  node whose children are all finished once it has as many as its visits
+  allow is finished (e.g. a step followed by its answer line does not keep
+  drawing alternative answer lines).
+  """
   kids = tree.children[node]
+  k = tree.num_children[node]
   all_closed = jnp.all((kids < 0) | tree.closed[jnp.maximum(kids, 0)])
-  can_ever = ~tree.exhausted[node] & (tree.num_children[node]
-                                      < child_cap(cfg, tree, stats.score, node))
-  return stats.terminal[node] | (all_closed & ~can_ever)
+  can_now = (~tree.exhausted[node] & (k < child_cap(cfg, tree, stats.score, node))
+             & ((k < widening_cap(cfg, tree.visits[node], node)) | (k == 0)))
+  return stats.terminal[node] | (all_closed & ~can_now)
 
 
 def child_priors(cfg: SearchConfig, tree: TreeState, stats: NodeStats, node, new_ok,

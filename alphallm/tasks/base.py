@@ -71,6 +71,11 @@ class Task(abc.ABC):
   step_delimiter: ClassVar[str] = "\n"
   # The final answer line starts with this.
   answer_prefix: ClassVar[str] = "A: "
+  # The same-step hook of eta-MCTS's state merge: characters that do not change a
+  # step. Two steps whose texts are equal once these are dropped are the same step
+  # (``alphallm.search.expansion.same_step``); steps with any other difference,
+  # e.g. ``7*8=56`` and ``7*8=54``, are never merged.
+  same_step_ignored: ClassVar[str] = " \t"
   # True when every solution line that starts with a digit is an unsigned
   # equation step ``a<op>b=c``: the calculator then judges such a line that is
   # not well formed as a wrong step (``parsing.check_step_line``).
