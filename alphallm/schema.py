@@ -104,6 +104,15 @@ def at_least(lo: float, integer: bool = False) -> Callable[[Any], str | None]:
   return check
 
 
+def above(lo: float) -> Callable[[Any], str | None]:
+  def check(x):
+    if not _is_num(x) or not math.isfinite(x):
+      return "must be a finite number"
+    return None if x > lo else f"must be > {lo}"
+  check.text = f"number > {lo}"
+  return check
+
+
 def in_range(lo: float, hi: float) -> Callable[[Any], str | None]:
   def check(x):
     if not _is_num(x) or not math.isfinite(x):
@@ -117,6 +126,14 @@ def one_of(*choices: Any) -> Callable[[Any], str | None]:
   def check(x):
     return None if x in choices else "unknown value"
   check.text = ", ".join(repr(c) for c in choices)
+  return check
+
+
+def not_supported(inert: Any, why: str) -> Callable[[Any], str | None]:
+  """A key naming a feature the loop does not have: only its inert value is accepted."""
+  def check(x):
+    return None if x == inert else f"not supported: {why}"
+  check.text = repr(inert)
   return check
 
 
@@ -195,7 +212,7 @@ def _sft(prefix: str, steps: int, lr: float, warmup: int, checkpoint_every: int,
       Key(f"{p}.epochs", 0.0, "if > 0: cap the steps at this many passes over the data "
           "(the paper's 'up to 3 epochs')", at_least(0)),
       Key(f"{p}.batch_size", 32, "global batch (divisible by the devices)", at_least(1, True)),
-      Key(f"{p}.learning_rate", lr, "peak AdamW learning rate", at_least(0)),
+      Key(f"{p}.learning_rate", lr, "peak AdamW learning rate", above(0)),
       Key(f"{p}.end_learning_rate", AUTO, "cosine decay's final rate; 'auto': 0.1 x peak",
           at_least(0), auto=True),
       Key(f"{p}.warmup_steps", warmup, "linear warm-up steps", at_least(0, True)),
@@ -248,7 +265,7 @@ def _model_keys() -> list[Key]:
       Key("model.search_dtype", "", "dtype the weights are cast to for search and decoding; "
           "'': unchanged", optional_dtype_check),
       Key("model.rollout_checkpoint", "", "a smaller fast-rollout policy: not supported, "
-          "must be ''", one_of("")),
+          "must be ''", not_supported("", "eta-MCTS's fast rollouts use the policy itself")),
       Key("model.prompt_wrapper", "", "chat template of every prompt: a preset "
           "(alphallm.prompts.PRESETS) or a '{prompt}' template; '': none", is_str),
   ]
@@ -257,9 +274,9 @@ def _model_keys() -> list[Key]:
 def _search_keys(p: str = "search") -> list[Key]:
   return [
       Key(f"{p}.policy", "gumbel", "selection: Gumbel MuZero, PUCT (with prior), or UCT as "
-          "printed in the paper (no prior)", one_of(*SEARCH_POLICIES), str(SEARCH_POLICIES)),
+          "printed in the paper (no prior)", one_of(*SEARCH_POLICIES)),
       Key(f"{p}.granularity", "option", "an action is a reasoning step or a token",
-          one_of(*GRANULARITIES), str(GRANULARITIES)),
+          one_of(*GRANULARITIES)),
       Key(f"{p}.num_simulations", 16, "simulations per search", at_least(1, True)),
       Key(f"{p}.num_actions", 4, "candidate steps per node", at_least(1, True)),
       Key(f"{p}.max_option_len", 16, "O: the longest option, in tokens", at_least(1, True)),
@@ -267,7 +284,7 @@ def _search_keys(p: str = "search") -> list[Key]:
           "terminal)", at_least(1, True)),
       Key(f"{p}.temperature", 1.0, "sampling temperature of candidate options", at_least(0)),
       Key(f"{p}.prior", "count", "count (multiplicity of samples) or logprob",
-          one_of(*PRIORS), str(PRIORS)),
+          one_of(*PRIORS)),
       Key(f"{p}.gumbel_scale", 1.0, "Gumbel MuZero's noise scale", at_least(0)),
       Key(f"{p}.max_num_considered_actions", 16, "Gumbel MuZero's root actions considered",
           at_least(1, True)),
@@ -298,14 +315,14 @@ def _search_keys(p: str = "search") -> list[Key]:
       Key(f"{p}.weights.orm", 1.0, "node score weight of the ORM (rollouts, finished "
           "solutions)", at_least(0)),
       Key(f"{p}.answer_selection", "most_visited", "the search's answer",
-          one_of(*ANSWER_SELECTIONS), str(ANSWER_SELECTIONS)),
+          one_of(*ANSWER_SELECTIONS)),
   ]
 
 
 def _critic_keys(p: str = "critics.critic") -> list[Key]:
   return [
       Key(f"{p}.kind", "value", "overwritten per entry of critics.kinds",
-          one_of(*CRITIC_KINDS), str(CRITIC_KINDS)),
+          one_of(*CRITIC_KINDS)),
       Key(f"{p}.shared_trunk", False, "the critic is the policy's own value head", is_bool),
       Key(f"{p}.model", dict(num_layers=2, embed_dim=64, num_heads=4, num_kv_heads=2,
                              head_dim=16, mlp_dim=256),
@@ -313,7 +330,7 @@ def _critic_keys(p: str = "critics.critic") -> list[Key]:
       Key(f"{p}.seq_len", 128, "row length of critic batches (prompt + completion)",
           at_least(1, True)),
       Key(f"{p}.prm_label", "soft", "PRM labels: MC fraction or thresholded",
-          one_of(*PRM_LABELS), str(PRM_LABELS)),
+          one_of(*PRM_LABELS)),
       Key(f"{p}.prm_threshold", 0.5, "threshold of hard PRM labels", in_range(0, 1)),
       Key(f"{p}.collect.num_samples", 8, "trajectories sampled per prompt (paper: 50)",
           at_least(1, True)),
@@ -327,7 +344,7 @@ def _critic_keys(p: str = "critics.critic") -> list[Key]:
       Key(f"{p}.collect.batch_size", 64, "rows per generate call", at_least(1, True)),
       Key(f"{p}.train.steps", 200, "critic optimizer steps", at_least(1, True)),
       Key(f"{p}.train.batch_size", 32, "critic batch", at_least(1, True)),
-      Key(f"{p}.train.learning_rate", 1e-3, "critic learning rate", at_least(0)),
+      Key(f"{p}.train.learning_rate", 1e-3, "critic learning rate", above(0)),
       Key(f"{p}.train.warmup_steps", 10, "critic warm-up steps", at_least(0, True)),
       Key(f"{p}.train.weight_decay", 0.0, "critic weight decay", at_least(0)),
       Key(f"{p}.train.grad_clip", 1.0, "critic gradient clipping", at_least(0)),
@@ -372,7 +389,9 @@ def keys() -> list[Key]:
       Key("critics.checkpoint", "", "HF directory of the critics' initial trunk; '': "
           "critics.critic.model's random init", is_str),
       Key("critics.tool_orm", False, "host-side tool ORM: not wired into the search, must be "
-          "False", one_of(False)),
+          "False", not_supported(False, "the host-side tool ORM (critics.tool_orm_score) is not "
+                                 "wired into the search; critics.calculator is the in-graph "
+                                 "step checker")),
       *_critic_keys(),
       *_search_keys(),
       Key("eval.methods", ("greedy", "sampling", "mcts"), "decoding methods evaluated each "
@@ -393,9 +412,9 @@ def keys() -> list[Key]:
       Key("loop.search_batch_size", 64, "prompts per search batch (one trajectory shard)",
           at_least(1, True)),
       Key("loop.select", "best_leaf", "which leaf of a tree becomes the training trajectory",
-          one_of(*TRAJECTORY_SELECTIONS), str(TRAJECTORY_SELECTIONS)),
+          one_of(*TRAJECTORY_SELECTIONS)),
       Key("loop.filter_by", "verifier", "a trajectory is kept if this signal >= gamma",
-          one_of(*FILTERS), str(FILTERS)),
+          one_of(*FILTERS)),
       Key("loop.gamma", 0.5, "keep threshold", in_range(0, 1)),
       Key("loop.cumulative", True, "SFT on the kept trajectories of all rounds so far",
           is_bool),
@@ -406,7 +425,7 @@ def keys() -> list[Key]:
       Key("loop.distill_weight", 1.0, "loss weight of the distillation targets", at_least(0)),
       *_sft("loop.sft", 300, 1e-3, 10, 150, "each round's policy improvement"),
       Key("sharding.strategy", "data_parallel", "data_parallel (replicated) or fsdp",
-          one_of(*SHARDING_STRATEGIES), str(SHARDING_STRATEGIES)),
+          one_of(*SHARDING_STRATEGIES)),
       Key("sharding.mesh_shape", (1, AUTO), "(data, fsdp) axes of the FSDP mesh",
           mesh_shape_check),
       Key("sharding.min_size", 2 ** 16, "FSDP: smaller tensors are replicated",

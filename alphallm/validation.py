@@ -47,13 +47,13 @@ def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
       yield path, value
 
 
-def _unknown(path: str) -> None:
+def _unknown(path: str, value: Any) -> None:
   close = difflib.get_close_matches(path, list(schema.KEYS), n=3, cutoff=0.6)
   section = path.rpartition(".")[0]
   siblings = sorted(k.rpartition(".")[2] for k in schema.KEYS
                     if k.rpartition(".")[0] == section)
   hint = f"did you mean {', '.join(close)}?" if close else ""
-  fail(path, "", f"unknown key; no code reads it. {hint}".strip(),
+  fail(path, value, f"unknown key; no code reads it. {hint}".strip(),
        ", ".join(siblings) if siblings else "see docs/configuration.md")
 
 
@@ -72,7 +72,7 @@ def check_keys(config: ml_collections.ConfigDict) -> None:
   for path, value in _leaves(config):
     key = schema.KEYS.get(path)
     if key is None:
-      _unknown(path)
+      _unknown(path, value)
     seen.add(path)
     _check_floats(path, value)
     if key.auto and value == AUTO:
@@ -145,7 +145,15 @@ def check_names(config: ml_collections.ConfigDict) -> None:
     except ValueError as e:
       fail("model.prompt_wrapper", config.model.prompt_wrapper, str(e).split(": ", 1)[-1])
   m = config.model
-  if not m.checkpoint:
+  if m.checkpoint:
+    for key in schema.KEYS.values():
+      name = key.path.rpartition(".")[2]
+      if (key.path.startswith("model.") and key.doc.endswith("(ignored with a checkpoint)")
+          and m[name] != key.default):
+        fail(key.path, m[name], f"an architecture key, but config.model.checkpoint="
+             f"{m.checkpoint!r} is set: the architecture comes from its config.json; "
+             "leave it at its default")
+  else:
     if m.num_heads % m.num_kv_heads:
       fail("model.num_kv_heads", m.num_kv_heads, f"must divide model.num_heads={m.num_heads}")
     if m.head_dim % 2:
@@ -189,10 +197,6 @@ def check_consistency(config: ml_collections.ConfigDict) -> None:
   if s.max_option_len > s.max_completion_len:
     fail("search.max_option_len", s.max_option_len, "must be <= search.max_completion_len="
          f"{s.max_completion_len}")
-  if "mcts" in config.eval.methods or config.loop.rounds:
-    if s.max_completion_len > config.data.seq_len:
-      fail("search.max_completion_len", s.max_completion_len, "must be <= data.seq_len="
-           f"{config.data.seq_len} (search completions become SFT rows)")
   if config.critics.checkpoint and config.critics.critic.shared_trunk:
     fail("critics.checkpoint", config.critics.checkpoint, "a shared-trunk critic is the "
          "policy itself: set critics.checkpoint='' or critics.critic.shared_trunk=False")

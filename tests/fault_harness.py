@@ -39,51 +39,22 @@ import time
 
 import ml_collections
 
+from alphallm import config_files
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config() -> ml_collections.ConfigDict:
-  """The quickstart recipe shrunk to seconds per phase."""
-  sys.path.insert(0, os.path.join(ROOT, "experiments"))
-  try:
-    import quickstart  # pylint: disable=import-outside-toplevel
-  finally:
-    sys.path.pop(0)
-  c = quickstart.get_config()
-  c.seed = 0
-  c.num_devices = 2
-  c.task.knobs.min_ops, c.task.knobs.max_ops = 1, 2
-  c.data.num_demos, c.data.num_eval, c.data.seq_len = 32, 8, 48
-  c.model.num_layers, c.model.embed_dim, c.model.mlp_dim = 1, 32, 64
-  c.model.num_heads, c.model.num_kv_heads, c.model.head_dim = 2, 1, 16
-  c.sft.steps, c.sft.batch_size, c.sft.checkpoint_every = 4, 8, 2
-  c.sft.warmup_steps, c.sft.log_every = 1, 1
-  c.critics.kinds = ("value",)
-  c.critics.num_problems, c.critics.num_calibration_problems = 8, 4
-  c.critics.critic.seq_len = 48
-  c.critics.critic.model = dict(num_layers=1, embed_dim=32, num_heads=2, num_kv_heads=1,
-                                head_dim=16, mlp_dim=64)
-  c.critics.critic.collect.num_samples = 2
-  c.critics.critic.collect.max_new_tokens = 24
-  c.critics.critic.collect.batch_size = 16
-  c.critics.critic.train.steps = 4
-  c.critics.critic.train.batch_size = 8
-  c.critics.critic.train.checkpoint_every = 2
-  c.critics.critic.train.warmup_steps = 1
-  c.search.num_simulations = 4
-  c.search.num_actions = 2
-  c.search.max_option_len = 8
-  c.search.max_completion_len = 24
-  c.eval.methods = ("greedy", "mcts")
-  # Batch shapes and optimizer settings shared between phases compile once.
-  c.eval.batch_size, c.eval.search_batch_size, c.eval.max_new_tokens = 8, 4, 24
+  """The quickstart's ``tiny`` variant, plus what the fault tests need of it.
+
+  Two rounds, so a kill can land in round 2 after round 1's products exist;
+  every finished trajectory kept (ORM filter at gamma 0), so round k's SFT
+  data depends on its search; distillation on, so the root options do too.
+  """
+  c = config_files.load(os.path.join(ROOT, "experiments", "quickstart.py")).get_config("tiny")
   c.loop.rounds = 2
-  c.loop.prompts_per_round = 8
-  c.loop.search_batch_size = 4
-  # Keep every finished trajectory, so round k's SFT data depends on its search.
   c.loop.filter_by, c.loop.gamma = "orm", 0.0
-  c.loop.distill = True  # ... and so do the root options (weighted by action_weights)
-  c.loop.sft = c.sft.copy_and_resolve_references()
+  c.loop.distill = True
   return c
 
 

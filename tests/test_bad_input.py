@@ -20,6 +20,7 @@ import pytest
 
 import fault_harness
 from alphallm import builders
+from alphallm import schema
 from alphallm import improve
 from alphallm import checkpoint
 from alphallm import data
@@ -149,8 +150,8 @@ def _cli(*overrides):
 
 
 @pytest.mark.parametrize("override,expected", [
-    ("--config.data.num_eval=0", "config.data.num_eval must be > 0, got 0"),  # empty split
-    ("--config.eval.temperature=-1.0", "config.eval.temperature must be >= 0, got -1.0"),
+    ("--config.data.num_eval=0", "config.data.num_eval=0: must be >= 1"),  # empty split
+    ("--config.eval.temperature=-1.0", "config.eval.temperature=-1.0: must be >= 0"),
 ])
 def test_cli_range_errors(override, expected):
   proc = _cli(override)
@@ -160,13 +161,13 @@ def test_cli_range_errors(override, expected):
 
 
 @pytest.mark.parametrize("key,value,expected", [
-    ("data.num_demos", 0, "config.data.num_demos must be > 0"),
-    ("data.seq_len", 0, "config.data.seq_len must be > 0"),
-    ("sft.learning_rate", -1e-3, "config.sft.learning_rate must be > 0"),
-    ("sft.warmup_steps", -1, "config.sft.warmup_steps must be >= 0"),
-    ("sft.batch_size", 3, "config.sft.batch_size=3 must be divisible by the 2 devices"),
-    ("eval.max_new_tokens", 0, "config.eval.max_new_tokens must be > 0"),
-    ("num_devices", 99, "config.num_devices=99 but"),
+    ("data.num_demos", 0, "config.data.num_demos=0: must be >= 1"),
+    ("data.seq_len", 0, "config.data.seq_len=0: must be >= 1"),
+    ("sft.learning_rate", -1e-3, "config.sft.learning_rate=-0.001: must be > 0"),
+    ("sft.warmup_steps", -1, "config.sft.warmup_steps=-1: must be >= 0"),
+    ("sft.batch_size", 3, "config.sft.batch_size=3: must be divisible by the 2 devices"),
+    ("eval.max_new_tokens", 0, "config.eval.max_new_tokens=0: must be >= 1"),
+    ("num_devices", 99, "config.num_devices=99: only"),
 ])
 def test_validated_ranges(tmp_path, key, value, expected):
   config = fault_harness.tiny_config()
@@ -212,9 +213,10 @@ def _sft_setup(tmp_path, **overrides):
   problems = task.generate(0, 16)
   dataset = data.encode_examples(CharTokenizer(), [task.prompt(p) for p in problems],
                                  [task.demonstration(p) for p in problems], seq_len=32)
-  sft_cfg = ml_collections.ConfigDict(dict(
-      steps=4, batch_size=8, learning_rate=3e-3, warmup_steps=1, weight_decay=0.0,
-      grad_clip=1.0, value_coef=0.0, checkpoint_every=2, max_to_keep=5, log_every=1))
+  sft_cfg = schema.default_config().sft
+  sft_cfg.update(dict(steps=4, batch_size=8, learning_rate=3e-3, warmup_steps=1,
+                      weight_decay=0.0, grad_clip=1.0, value_coef=0.0, checkpoint_every=2,
+                      max_to_keep=5, log_every=1))
   sft_cfg.update(overrides)
   init = model_lib.init_params(model_cfg, jax.random.key(0))
   mesh = train.data_mesh(jax.devices()[:2])

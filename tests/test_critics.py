@@ -352,7 +352,7 @@ def test_critic_config_round_trip_and_errors():
   cfg.kind = "prm"
   cfg.collect.mc_rollouts = 8
   c = critics.CriticConfig.from_config(cfg)
-  assert c.kind == "prm" and c.collect.mc_rollouts == 8 and c.train.policy_coef == -1.0
+  assert c.kind == "prm" and c.collect.mc_rollouts == 8 and c.train.policy_coef == "auto"
   assert critics._policy_coef(c.train, shared_trunk=True) == critics.SHARED_TRUNK_POLICY_COEF
   assert critics._policy_coef(c.train, shared_trunk=False) == 0.0
   with pytest.raises(ValueError, match="kind"):

@@ -11,7 +11,8 @@ from jax.sharding import AxisType, Mesh, PartitionSpec as P
 
 from alphallm import data
 from alphallm import distributed
-from alphallm import experiment
+from alphallm import builders
+from alphallm import validation
 from alphallm import hf_import
 from alphallm import sharding
 from alphallm import testing
@@ -351,10 +352,10 @@ def test_paper_configs(name, c, c_min_root, c_min, rounds, prompts):
   assert cfg.loop.rounds == rounds and tuple(cfg.loop.round_prompts) == prompts
   assert cfg.task.name == name.split("_")[0]
   assert cfg.model.checkpoint.startswith("/path/to/") and cfg.model.tokenizer
-  assert cfg.sharding.strategy == "fsdp" and tuple(cfg.sharding.mesh_shape) == (1, -1)
+  assert cfg.sharding.strategy == "fsdp" and tuple(cfg.sharding.mesh_shape) == (1, "auto")
   # Every key is one the loop reads, with values it supports; the splits fit the train set.
-  experiment._check_keys(cfg)          # pylint: disable=protected-access
-  experiment._check_imagination(cfg)   # pylint: disable=protected-access
+  validation.check_keys(cfg)
+  validation.check_names(cfg)
   if cfg.task.name == "gsm8k":
     train_size = module.GSM8K_TRAIN - module.NUM_SHOTS
   else:
@@ -397,7 +398,7 @@ def test_tiny_hf_config_and_checkpoint(tmp_path):
   tok = hf_tokenizer.load_tokenizer(str(tmp_path))
   assert (tok.bos_id, tok.eos_id, tok.pad_id) == (1, 2, 0)
   assert tok.decode(tok.encode(texts[0])) == texts[0]
-  mesh = sharding.make_mesh(cfg.sharding.mesh_shape)
+  mesh = builders.build_mesh(cfg)
   config, params = hf_import.load_hf_checkpoint(
       str(tmp_path), sharding=sharding.hf_param_sharding(mesh, cfg.sharding.min_size))
   assert config.vocab_size % 8 == 0 and config.vocab_size >= tok.vocab_size

@@ -20,6 +20,7 @@ from jax.sharding import PartitionSpec as P
 from alphallm import builders
 from alphallm import critic_lifecycle
 from alphallm import methods
+from alphallm import critic_data
 from alphallm import critics as critics_lib
 from alphallm import data
 from alphallm import evaluation
@@ -164,7 +165,7 @@ def test_tiny_hf_paper_path_end_to_end_and_resume(paths, tmp_path, monkeypatch):
 
   monkeypatch.setattr(data, "batch_at", forbidden("a training step"))
   monkeypatch.setattr(loop, "_search_shard", forbidden("a search shard"))
-  monkeypatch.setattr(critics_lib, "collect_critic_data", forbidden("critic data"))
+  monkeypatch.setattr(critic_data, "collect_critic_data", forbidden("critic data"))
   monkeypatch.setattr(evaluation, "evaluate", forbidden("an evaluation"))
   again = experiment.train_and_evaluate(_config(gsm8k, ckpt), workdir)
   assert again["rows"] == rows
@@ -232,25 +233,25 @@ def _set(config, key, value):
 
 
 @pytest.mark.parametrize("key,value,error", [
-    ("model.num_layers", 3, r"config.model has architecture key\(s\) \['num_layers'\], but "
+    ("model.num_layers", 3, r"config.model.num_layers=3: an architecture key, but "
      r"config.model.checkpoint="),
-    ("loop.shuffle", True, r"config.loop has unknown key\(s\) \['shuffle'\]"),
-    ("sft.stepz", 3, r"config.sft has unknown key\(s\) \['stepz'\]"),
+    ("loop.shuffle", True, r"config.loop.shuffle=True: unknown key"),
+    ("sft.stepz", 3, r"config.sft.stepz=3: unknown key"),
     ("loop.imagination_mix", {"perturb": 0.5, "backward": 0.5},
      "task 'gsm8k' has no rule-based imagination"),
     ("loop.imagination_mix", {"held_out": 1.0, "perturb": 0.5}, "cannot be mixed"),
     ("loop.imagination_mix", {"held_out": 0.0}, "every weight is 0"),
     ("loop.round_prompts", (8,), None),
-    ("loop.rounds", 2, r"config.loop.round_prompts=\(8,\) must hold a positive int for each of "
-     r"the config.loop.rounds=2 rounds"),
-    ("model.rollout_checkpoint", "/x", "config.model.rollout_checkpoint='/x' is not supported"),
-    ("sharding.strategy", "dp", r"config.sharding.strategy must be one of \('data_parallel', "
-     r"'fsdp'\), got 'dp'"),
-    ("sharding.mesh_shape", (3, -1), r"config.sharding.mesh_shape=\(3, -1\) does not fit the 8 "
-     "devices"),
-    ("sft.epochs", 0, "config.sft.epochs must be > 0"),
-    ("model.search_dtype", "int8", "config.model.search_dtype must be a float dtype"),
-    ("model.checkpoint", "/nonexistent/ckpt", "config.model.checkpoint='/nonexistent/ckpt' "
+    ("loop.rounds", 2, r"config.loop.round_prompts=\(8,\): needs one entry per round "
+     r"\(config.loop.rounds=2\)"),
+    ("model.rollout_checkpoint", "/x", "config.model.rollout_checkpoint='/x': not supported"),
+    ("sharding.strategy", "dp", r"config.sharding.strategy='dp': unknown value; allowed: "
+     r"'data_parallel', 'fsdp'"),
+    ("sharding.mesh_shape", (3, "auto"), r"config.sharding.mesh_shape=\(3, 'auto'\): does not "
+     "fit the 8 devices"),
+    ("sft.epochs", -1, "config.sft.epochs=-1.0: must be >= 0"),
+    ("model.search_dtype", "int8", "config.model.search_dtype='int8': unknown dtype"),
+    ("model.checkpoint", "/nonexistent/ckpt", "config.model.checkpoint='/nonexistent/ckpt': "
      "does not exist"),
 ])
 def test_config_errors_name_the_key(paths, key, value, error):

@@ -9,8 +9,8 @@ import math
 
 import ml_collections
 
-from alphallm.critics import default_critic_config
-from alphallm.search.mcts import default_search_config
+from alphallm import schema
+
 
 SFT_BATCH = 128
 SFT_EPOCHS = 3
@@ -62,7 +62,7 @@ def critics(num_problems: int, seq_len: int, completion_slots: int
   c.checkpoint = "/path/to/Llama-2-13b-hf"  # the critics' initial trunk
   c.num_problems = num_problems
   c.num_calibration_problems = 500
-  c.critic = default_critic_config()
+  c.critic = schema.default_config().critics.critic
   c.critic.shared_trunk = False
   c.critic.model = dict(LLAMA2_13B)
   c.critic.seq_len = seq_len
@@ -84,7 +84,7 @@ def search(*, c: float, c_min_root: int, c_min: int, num_simulations: int,
            max_option_len: int, completion_slots: int) -> ml_collections.ConfigDict:
   """Option-level eta-MCTS with Table 5's parameters (alpha 1, c_max(0) 60, c_max(t>0) 10),
   fast rollouts n=4 and node-score weights all 1."""
-  s = default_search_config()
+  s = schema.default_config().search
   s.policy = "puct"              # UCT-style selection with exploration constant c
   s.pb_c_init = c
   s.dirichlet_fraction = 0.0     # no root noise in the paper

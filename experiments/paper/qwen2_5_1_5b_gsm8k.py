@@ -107,6 +107,11 @@ Total: 3 evaluations (rounds 0, 1, 2) + 2 round searches ~ 3 x 6.6 + 2 x 5
 to trade accuracy for time.
 """
 
+import json
+import math
+import os
+from collections.abc import Sequence
+
 import ml_collections
 
 from alphallm import schema
@@ -229,6 +234,77 @@ def memory_plan(device_bytes: float = DEVICE_BYTES) -> dict:
       "search_bytes_per_problem": search,
       "search_bytes_batch": c.loop.search_batch_size * search["total"],
   }
+
+
+# ---------------------------------------------------------------------------
+# The same architecture at toy scale, for CPU tests (tests/test_small_real_config.py).
+
+# Qwen2.5-1.5B's family features, scaled down: GQA 6:1 (12 query / 2 kv heads),
+# tied embeddings, q/k/v biases, rope_theta 1e6, no sliding window, and a
+# checkpoint vocabulary padded beyond the tokenizer's.
+TINY_QWEN = dict(hidden_size=96, intermediate_size=160, num_hidden_layers=2,
+                 num_attention_heads=12, num_key_value_heads=2, max_window_layers=1)
+QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+TINY_VOCAB_PADDING = 27   # as 151936 rows for 151665 ids, at toy scale
+
+
+def write_tiny_tokenizer(directory: str, texts: Sequence[str], vocab_size: int = 400) -> None:
+  """A byte-level BPE ``tokenizer.json`` with Qwen's special tokens, and its
+  ``tokenizer_config.json`` as Qwen2.5-Instruct's (EOS ``<|im_end|>``, PAD
+  ``<|endoftext|>``, no BOS)."""
+  # pylint: disable-next=g-import-not-at-top
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+  tok = Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(QWEN_SPECIAL_TOKENS),
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                show_progress=False)
+  tok.train_from_iterator(texts, trainer)
+  os.makedirs(directory, exist_ok=True)
+  tok.save(os.path.join(directory, "tokenizer.json"))
+  with open(os.path.join(directory, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+    json.dump({"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+               "unk_token": None}, f, indent=2)
+
+
+def write_tiny_checkpoint(directory: str, vocab_size: int, seed: int = 0,
+                          dtype: str = "bfloat16") -> dict:
+  """A random Qwen2.5-shaped HF checkpoint (``config.json`` + ``model.safetensors``).
+
+  Weights ``N(0, 0.2)`` (norms ``1 + N(0, 0.1)``, wide enough for a stable
+  greedy argmax), stored in ``dtype`` as Qwen's are. Returns the config written.
+  """
+  # pylint: disable=g-import-not-at-top
+  import ml_dtypes  # noqa: F401  (numpy "bfloat16")
+  import numpy as np
+  from safetensors import numpy as safetensors_numpy
+  from alphallm import hf_import
+  hf = dict(QWEN25_15B_INSTRUCT, **TINY_QWEN, vocab_size=vocab_size, torch_dtype=dtype,
+            bos_token_id=None, eos_token_id=None)
+  config = hf_import.config_from_hf(hf)
+  rng = np.random.default_rng(seed)
+  tensors = {}
+  for name, target in hf_import.tensor_plan(config).items():
+    x = 0.2 * rng.standard_normal(target.hf_shape, dtype=np.float32)
+    if name.endswith("norm.weight"):
+      x = 1.0 + 0.5 * x
+    tensors[name] = x.astype(np.dtype(dtype))
+  os.makedirs(directory, exist_ok=True)
+  with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
+    json.dump(hf, f, indent=2)
+  safetensors_numpy.save_file(tensors, os.path.join(directory, "model.safetensors"))
+  return hf
+
+
+def write_tiny_qwen(directory: str, texts: Sequence[str], seed: int = 0) -> str:
+  """Tokenizer + random Qwen2.5-shaped checkpoint in ``directory`` (an HF model dir)."""
+  write_tiny_tokenizer(directory, texts)
+  from alphallm import hf_tokenizer  # pylint: disable=g-import-not-at-top
+  ids = hf_tokenizer.load_tokenizer(directory).vocab_size
+  write_tiny_checkpoint(directory, vocab_size=8 * math.ceil(ids / 8) + TINY_VOCAB_PADDING,
+                        seed=seed)
+  return directory
 
 
 if __name__ == "__main__":

@@ -43,8 +43,6 @@ import ml_collections
 from ml_collections import config_dict
 
 from alphallm import schema
-from alphallm.critics import default_critic_config
-from alphallm.search.mcts import default_search_config
 
 DEFAULT_CHECKPOINT = "/tmp/alphallm_tiny_llama"
 
@@ -98,7 +96,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.critics.checkpoint = ""            # "": a fresh critic built from critic.model
   c.critics.num_problems = 16
   c.critics.num_calibration_problems = 8
-  c.critics.critic = default_critic_config()
+  c.critics.critic = schema.default_config().critics.critic
   c.critics.critic.seq_len = 512
   c.critics.critic.model = dict(num_layers=1, embed_dim=32, num_heads=2, num_kv_heads=1,
                                 head_dim=16, mlp_dim=64)
@@ -112,7 +110,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.critics.critic.train.checkpoint_every = 2
 
   # The 70B configs' search features (adaptive branching, merge, rollouts), tiny.
-  c.search = default_search_config()
+  c.search = schema.default_config().search
   c.search.policy = "puct"
   c.search.pb_c_init = 1.5
   c.search.dirichlet_fraction = 0.0
