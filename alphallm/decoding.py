@@ -14,11 +14,20 @@ cost (the paper's Table 7):
   problem (a prefill of the prompt counts 1; each decode step of each
   sequence counts 1; scoring or re-encoding T tokens counts T);
 * ``tokens``: tokens generated for this problem (all samples, all nodes);
-* ``rollouts``: complete or partial solutions sampled (tree nodes for search).
+* ``rollouts``: complete or partial solutions sampled (tree nodes for search);
+* ``flops``: ``2 x parameters x tokens processed``, summed over every model
+  call (``flops``): the policy's tokens (a prompt prefill counts its prompt
+  tokens, each generated token one), each critic's re-encoded tokens times
+  that critic's parameter count, a separate rollout policy's likewise. The
+  attention term (about ``4 L d_attn`` per token and context position) is not
+  included; every method is counted the same way.
+
+``build_methods`` builds every method by name, eta-MCTS included.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 
@@ -49,9 +58,27 @@ class DecodeResult:
   rollouts: Float[Array, "B"]        # per-problem sampled solutions / expanded nodes
   candidates: Int[Array, "B n C"] | None = None      # all sampled solutions
   candidate_scores: Float[Array, "B n"] | None = None  # critic score of each candidate
+  flops: Float[Array, "B"] | None = None             # per-problem FLOPs (module doc)
+  policy_tokens: Float[Array, "B"] | None = None     # tokens the policy processed
+  critic_tokens: Float[Array, "B"] | None = None     # tokens critics re-encoded
+  rollout_tokens: Float[Array, "B"] | None = None    # tokens a separate rollout policy processed
+  stats: object = None                               # search methods: TreeStats
+  search: object = None                              # search methods: the SearchOutput, if kept
 
 
 DecodeFn = Callable[[object, jax.Array, jax.Array, jax.Array], DecodeResult]
+
+
+def param_count(params) -> int:
+  """Number of parameters of a pytree (static under jit)."""
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def flops(policy_tokens, policy_params: int, critic_tokens=0.0, critic_params: int = 0,
+          rollout_tokens=0.0, rollout_params: int = 0):
+  """``2 x (policy_tokens N_policy + critic_tokens N_critic + rollout_tokens N_rollout)``."""
+  return 2.0 * (policy_tokens * float(policy_params) + critic_tokens * float(critic_params)
+                + rollout_tokens * float(rollout_params))
 
 
 def sample_accounting(out: sampling.SampleOutput) -> tuple[jax.Array, jax.Array]:
@@ -77,8 +104,10 @@ def make_sampler(config: model_lib.TransformerConfig, max_new_tokens: int, eos_i
                             top_k=top_k, stop_tokens=jnp.array([eos_id], jnp.int32),
                             pad_id=pad_id)
     fwd, toks = sample_accounting(out)
+    policy = toks + prompt_mask.sum(axis=1)
     return DecodeResult(completions=out.tokens, forward_passes=fwd, tokens=toks,
-                        rollouts=jnp.ones_like(fwd))
+                        rollouts=jnp.ones_like(fwd), policy_tokens=policy,
+                        critic_tokens=jnp.zeros_like(fwd), flops=flops(policy, param_count(params)))
 
   return decode
 
@@ -108,9 +137,12 @@ def make_multi_sampler(config: model_lib.TransformerConfig, num_samples: int,
     last = jnp.maximum(out.lengths - 1, 0)
     scores = jnp.take_along_axis(out.values, last[:, None], axis=1)[:, 0]
     candidates = out.tokens.reshape(b, n, -1)
+    policy = (toks + rep_mask.sum(axis=1)).reshape(b, n).sum(1)
     return DecodeResult(completions=candidates[:, 0], forward_passes=fwd.reshape(b, n).sum(1),
                         tokens=toks.reshape(b, n).sum(1), rollouts=jnp.full((b,), float(n)),
-                        candidates=candidates, candidate_scores=scores.reshape(b, n))
+                        candidates=candidates, candidate_scores=scores.reshape(b, n),
+                        policy_tokens=policy, critic_tokens=jnp.zeros((b,)),
+                        flops=flops(policy, param_count(params)))
 
   return decode
 
@@ -188,3 +220,113 @@ def score_completions(params, config: model_lib.TransformerConfig, prompt: jax.A
   logp = jax.nn.log_softmax(out.logits[:, p - 1:-1])
   tok_logp = jnp.take_along_axis(logp, completions[..., None], axis=-1)[..., 0]
   return value, (tok_logp * real).sum(axis=1)
+
+
+def make_critic_reranker(sampler: DecodeFn, critic, critic_params, critic_size: int, *,
+                         pad_id: int = PAD_ID, eos_id: int = EOS_ID) -> DecodeFn:
+  """A multi-sampler whose candidates are scored by a trained critic (re-encoded).
+
+  ``critic(critic_params, tokens [N, S], mask [N, S]) -> [N]`` (a search
+  critic slot, e.g. ``critic_slots``' ORM). Each candidate's prompt +
+  completion is re-encoded: those tokens are added to ``forward_passes``,
+  ``critic_tokens`` and, times ``critic_size`` parameters, to ``flops``.
+  """
+
+  @jax.jit
+  def rescore(result: DecodeResult, prompt, prompt_mask):
+    b, n, c = result.candidates.shape
+    cand = result.candidates.reshape(b * n, c)
+    real = sampling.completion_mask(cand, pad_id, eos_id)
+    rep, rep_mask = repeat_prompts(prompt, prompt_mask, n)
+    seq = jnp.concatenate([rep, cand], axis=1)
+    mask = jnp.concatenate([rep_mask, real], axis=1)
+    scores = critic(critic_params, seq, mask).reshape(b, n)
+    spent = mask.sum(axis=1).reshape(b, n).sum(axis=1).astype(jnp.float32)
+    return result.replace(candidate_scores=scores, forward_passes=result.forward_passes + spent,
+                          critic_tokens=result.critic_tokens + spent,
+                          flops=result.flops + flops(0.0, 0, spent, critic_size))
+
+  def decode(params, prompt, prompt_mask, rng) -> DecodeResult:
+    return rescore(sampler(params, prompt, prompt_mask, rng), prompt, prompt_mask)
+
+  return decode
+
+
+def critic_size(critic_params) -> int:
+  """Parameters of the largest critic in ``{slot: params}`` (an upper bound per critic token).
+
+  The search counts all critics' re-encoded tokens together; when the slots
+  hold critics of different sizes this over-counts the smaller ones.
+  """
+  if not critic_params:
+    return 0
+  if isinstance(critic_params, dict) and set(critic_params) <= {"value", "prm", "orm"}:
+    return max(param_count(p) for p in critic_params.values())
+  return param_count(critic_params)
+
+
+MULTI_SAMPLE = ("self_consistency", "best_of", "weighted_vote", "orm_rerank", "pass")
+
+
+def build_methods(names, *, model_cfg, tokenizer, task, eval_settings, search_settings=None,
+                  critics=None, critic_params=None, keep_search_output: bool = False
+                  ) -> dict:
+  """Every decoding method of ``names``: ``{name: (DecodeFn, Selector | None)}``.
+
+  Plain values only: ``eval_settings`` is a mapping / object with
+  ``max_new_tokens`` and ``temperature``; ``search_settings`` a search config
+  (``mcts.default_search_config()``-like); ``critics`` / ``critic_params`` the
+  search's critic slots (``alphallm.search.critic_slots``).
+
+  Names: ``greedy``, ``sampling``, ``self_consistency@N`` (majority vote),
+  ``best_of@N`` (the highest-scored of N by the trained critic: the value
+  slot, else the ORM slot), ``weighted_vote@N`` (answers weighted by that
+  critic), ``orm_rerank@N`` (the ORM slot's best), ``pass@N`` (N samples,
+  the first returned: for pass@N / coverage reporting), ``mcts`` (eta-MCTS
+  with ``search_settings``' answer selection) and ``mcts_token`` (the same at
+  token granularity). Without trained critics the re-rankers use the
+  policy's value head.
+  """
+  from alphallm.search import mcts  # pylint: disable=g-import-not-at-top
+  from alphallm.search import selection  # pylint: disable=g-import-not-at-top
+  get = (lambda k: eval_settings[k]) if isinstance(eval_settings, dict) else (
+      lambda k: getattr(eval_settings, k))
+  max_new, temp = int(get("max_new_tokens")), float(get("temperature"))
+  tok, eos, pad = tokenizer, tokenizer.eos_id, tokenizer.pad_id
+  critics = critics or mcts.Critics()
+  size = critic_size(critic_params)
+  ranker = critics.value or critics.orm
+  out = {}
+  for name in names:
+    base, _, n = name.partition("@")
+    if name == "greedy":
+      out[name] = (make_sampler(model_cfg, max_new, eos, pad_id=pad), None)
+    elif name == "sampling":
+      out[name] = (make_sampler(model_cfg, max_new, eos, temperature=temp, pad_id=pad), None)
+    elif base in MULTI_SAMPLE and n.isdigit() and int(n) > 0:
+      fn = make_multi_sampler(model_cfg, int(n), max_new, eos, temp, pad_id=pad)
+      critic = critics.orm if base == "orm_rerank" else ranker
+      if base in ("best_of", "weighted_vote", "orm_rerank") and critic is not None:
+        fn = make_critic_reranker(fn, critic, critic_params, size, pad_id=pad, eos_id=eos)
+      selector = {"self_consistency": select_majority, "best_of": select_max_score,
+                  "weighted_vote": select_weighted_vote, "orm_rerank": select_max_score,
+                  "pass": None}[base]
+      out[name] = (fn, selector)
+    elif name in ("mcts", "mcts_token"):
+      if search_settings is None:
+        raise ValueError(f"decoding method {name!r} needs search settings")
+      cfg = mcts.SearchConfig.from_config(search_settings)
+      if name == "mcts_token":
+        cfg = dataclasses.replace(cfg, granularity="token",
+                                  merge=dataclasses.replace(cfg.merge, enabled=False))
+      out[name] = (selection.make_search_decoder(
+          model_cfg, cfg, eos, tok.token_ids_ending_with(task.step_delimiter), critics,
+          tokenizer=tok, extract_answer=task.extract_answer,
+          answer_prefix_ids=tok.encode(task.answer_prefix), critic_params=critic_params,
+          pad_id=pad, bos_id=tok.bos_id,
+          same_step_ignored_ids=mcts.same_step_token_ids(tok, task.same_step_ignored),
+          keep_output=keep_search_output), None)
+    else:
+      raise ValueError(f"unknown decoding method {name!r}; known: 'greedy', 'sampling', "
+                       "'mcts', 'mcts_token', " + ", ".join(f"'{m}@N'" for m in MULTI_SAMPLE))
+  return out

@@ -4,11 +4,16 @@ Four rules pick one node per problem (``select_nodes``):
 
 * ``most_visited``: from the root follow the most visited child (ties: the
   higher Q) until a terminal node or a node without expanded children;
-* ``best_leaf``: the leaf (a real node without real children) with the
-  highest node score s;
-* ``orm_rerank``: the terminal node with the highest ORM score;
-* ``orm_vote``: terminal nodes vote for their extracted answer with weight
-  ``max(ORM, 0)`` (ties: more votes); the winner's highest-ORM node is taken.
+* ``best_leaf``: the finished leaf (terminal with an answer) with the
+  highest node score s; without one, the best-scored leaf (training
+  selection: the loop's filter then judges the chosen solution);
+* ``orm_rerank``: the answer candidate with the highest ORM score;
+* ``orm_vote``: answer candidates vote for their extracted answer with weight
+  ``max(ORM, 0)`` (ties: more votes); the winner's highest-ORM one is taken.
+
+Answer candidates are the terminal nodes and the finished fast rollouts /
+leaf completions the search kept (index ``N + node``, see
+``TreeArrays.completion``).
 
 The re-rank and vote fall back to ``most_visited`` when the tree has no
 terminal node (vote: none with an answer). A chosen node that is not terminal
@@ -65,6 +70,15 @@ class TreeArrays:
     self.has_orm = get(e.has_orm)
     self.score = get(e.score)
     self.depth = get(e.depth)
+    n, c = self.tokens.shape[1], self.tokens.shape[2]
+    b = self.tokens.shape[0]
+    opt = lambda name, fill, shape, dtype: (  # noqa: E731
+        get(getattr(e, name)) if getattr(e, name, None) is not None else np.full(shape, fill, dtype))
+    self.has_answer = opt("has_answer", True, (b, n), bool) & self.terminal
+    self.rollout_tokens = opt("rollout_tokens", 0, (b, n, c), np.int32)
+    self.rollout_len = opt("rollout_len", 0, (b, n), np.int32)
+    self.rollout_orm = opt("rollout_orm", 0.0, (b, n), np.float32)
+    self.rollout_finished = opt("rollout_finished", False, (b, n), bool)
 
   @property
   def batch_size(self) -> int:
@@ -84,8 +98,21 @@ class TreeArrays:
         out.append(a)
     return out
 
+  @property
+  def num_nodes(self) -> int:
+    return self.node_visits.shape[1]
+
   def completion(self, b: int, n: int) -> np.ndarray:
+    """Candidate ``n``'s tokens: node n, or for ``n >= N`` node ``n - N``'s kept rollout."""
+    if n >= self.num_nodes:
+      m = n - self.num_nodes
+      return self.rollout_tokens[b, m, :self.rollout_len[b, m]]
     return self.tokens[b, n, :self.length[b, n]]
+
+  def candidate_orm(self, b: int, n: int) -> float:
+    if n >= self.num_nodes:
+      return float(self.rollout_orm[b, n - self.num_nodes])
+    return float(self.orm[b, n])
 
 
 def most_visited_node(t: TreeArrays, b: int) -> int:
@@ -100,7 +127,11 @@ def most_visited_node(t: TreeArrays, b: int) -> int:
 
 
 def best_leaf_node(t: TreeArrays, b: int) -> int:
+  """The best-scored finished leaf (terminal with an answer); else the best leaf."""
   real = t.real(b)
+  finished = [n for n in range(1, real.shape[0]) if real[n] and t.has_answer[b, n]]
+  if finished:
+    return max(finished, key=lambda n: t.score[b, n])
   leaves = [n for n in range(1, real.shape[0]) if real[n] and not t.real_children(b, n)]
   if not leaves:
     return 0
@@ -112,16 +143,23 @@ def terminal_nodes(t: TreeArrays, b: int) -> list[int]:
   return [n for n in range(1, real.shape[0]) if real[n] and t.terminal[b, n]]
 
 
+def answer_candidates(t: TreeArrays, b: int) -> list[int]:
+  """Terminal nodes, then kept finished rollouts (as ``N + node``)."""
+  real = t.real(b)
+  kept = [t.num_nodes + n for n in range(real.shape[0]) if real[n] and t.rollout_finished[b, n]]
+  return terminal_nodes(t, b) + kept
+
+
 def orm_rerank_node(t: TreeArrays, b: int) -> int:
-  nodes = terminal_nodes(t, b)
+  nodes = answer_candidates(t, b)
   if not nodes:
     return most_visited_node(t, b)
-  return max(nodes, key=lambda n: t.orm[b, n])
+  return max(nodes, key=lambda n: t.candidate_orm(b, n))
 
 
 def orm_vote_node(t: TreeArrays, b: int, answer_of: Callable[[np.ndarray], str | None]) -> int:
   groups: dict[str, list[int]] = {}
-  for n in terminal_nodes(t, b):
+  for n in answer_candidates(t, b):
     ans = answer_of(t.completion(b, n))
     if ans is not None:
       groups.setdefault(ans, []).append(n)
@@ -129,10 +167,10 @@ def orm_vote_node(t: TreeArrays, b: int, answer_of: Callable[[np.ndarray], str |
     return most_visited_node(t, b)
 
   def weight(nodes):
-    return sum(max(float(t.orm[b, n]), 0.0) for n in nodes), len(nodes)
+    return sum(max(t.candidate_orm(b, n), 0.0) for n in nodes), len(nodes)
 
   best = max(groups.values(), key=weight)
-  return max(best, key=lambda n: t.orm[b, n])
+  return max(best, key=lambda n: t.candidate_orm(b, n))
 
 
 def select_nodes(output: mcts.SearchOutput | TreeArrays, method: str, *,
@@ -163,7 +201,11 @@ def node_completions(output: mcts.SearchOutput | TreeArrays, nodes: Sequence[int
   t = output if isinstance(output, TreeArrays) else TreeArrays(output)
   rows = np.arange(t.batch_size)
   nodes = np.asarray(nodes)
-  return t.tokens[rows, nodes], t.length[rows, nodes], t.terminal[rows, nodes]
+  kept = nodes >= t.num_nodes
+  idx = np.where(kept, nodes - t.num_nodes, nodes)
+  tokens = np.where(kept[:, None], t.rollout_tokens[rows, idx], t.tokens[rows, idx])
+  lengths = np.where(kept, t.rollout_len[rows, idx], t.length[rows, idx])
+  return tokens, lengths, t.terminal[rows, idx] | kept
 
 
 @functools.partial(jax.jit, static_argnames=("config", "eos_id", "pad_id"))
@@ -199,21 +241,26 @@ def make_search_decoder(model_config: model_lib.TransformerConfig, search_config
                         answer_prefix_ids: Sequence[int] | None = None, critic_params: Any = None,
                         rollout_model_config: model_lib.TransformerConfig | None = None,
                         rollout_params: Any = None, pad_id: int = PAD_ID,
-                        bos_id: int = BOS_ID) -> decoding.DecodeFn:
+                        bos_id: int = BOS_ID, same_step_ignored_ids: Sequence[int] = (),
+                        keep_output: bool = False) -> decoding.DecodeFn:
   """eta-MCTS + ``search_config.answer_selection`` as a ``decoding.DecodeFn``.
 
   ``critic_params`` / ``rollout_params`` are bound here (the interface passes
   only the policy params); see ``mcts.make_search`` for the other arguments
-  (``pad_id`` / ``bos_id``: the tokenizer's).
+  (``pad_id`` / ``bos_id``: the tokenizer's). The result carries the
+  search's ``TreeStats`` (``DecodeResult.stats``) and, with ``keep_output``,
+  the whole ``SearchOutput`` (``DecodeResult.search``, for reporting).
   The returned function runs on the host (the vote calls ``extract_answer``
   on text); the search and the greedy completion inside are jitted. It sees
   only the prompts.
   """
   cfg = mcts.SearchConfig.from_config(search_config)
+  critic_size = decoding.critic_size(critic_params)
+  rollout_size = decoding.param_count(rollout_params) if rollout_params is not None else 0
   search = mcts.make_search(model_config, cfg, eos_id, delimiter_ids, critics,
                             answer_prefix_ids=answer_prefix_ids,
                             rollout_model_config=rollout_model_config, pad_id=pad_id,
-                            bos_id=bos_id)
+                            bos_id=bos_id, same_step_ignored_ids=same_step_ignored_ids)
 
   def decode(params, prompt, prompt_mask, rng) -> decoding.DecodeResult:
     out = search(params, prompt, prompt_mask, rng, critic_params, rollout_params)
@@ -223,6 +270,7 @@ def make_search_decoder(model_config: model_lib.TransformerConfig, search_config
     tokens, lengths, terminal = node_completions(t, nodes)
     fwd = np.asarray(out.forward_passes, np.float32)
     toks = np.asarray(out.tokens, np.float32)
+    policy = np.asarray(out.policy_tokens, np.float32)
     if not terminal.all():
       done, extra_fwd, extra_toks = complete_greedily(
           params, model_config, prompt, prompt_mask, jnp.asarray(tokens),
@@ -231,7 +279,17 @@ def make_search_decoder(model_config: model_lib.TransformerConfig, search_config
       tokens = np.where(need[:, None], np.asarray(done), tokens)
       fwd = fwd + need * np.asarray(extra_fwd)
       toks = toks + need * np.asarray(extra_toks)
-    return decoding.DecodeResult(completions=jnp.asarray(tokens), forward_passes=jnp.asarray(fwd),
-                                 tokens=jnp.asarray(toks), rollouts=out.rollouts)
+      # The greedy completion re-encodes prompt + partial path, then decodes.
+      policy = policy + need * (np.asarray(prompt_mask).sum(1) + np.asarray(extra_fwd) - 1.0)
+    crit = np.asarray(out.critic_tokens["critics"], np.float32)
+    roll = np.asarray(out.rollout_tokens, np.float32)
+    csize = critic_size if critic_params is not None else decoding.param_count(params)
+    total = decoding.flops(policy, decoding.param_count(params), crit, csize, roll,
+                           rollout_size)
+    return decoding.DecodeResult(
+        completions=jnp.asarray(tokens), forward_passes=jnp.asarray(fwd),
+        flops=jnp.asarray(total, jnp.float32),
+        tokens=jnp.asarray(toks), rollouts=out.rollouts, policy_tokens=jnp.asarray(policy),
+        critic_tokens=jnp.asarray(crit), rollout_tokens=jnp.asarray(roll), stats=out.stats, search=out if keep_output else None)
 
   return decode
