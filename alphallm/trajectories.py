@@ -26,13 +26,16 @@ Writing and crash safety
 ------------------------
 ``write_shard`` validates every record first (errors name the record index
 and the key), writes a hidden temporary file in the destination directory
-(``.<name>.<random>.tmp``), fsyncs it, checks it reads back, then
-records its checksum in ``<shard>.sha256`` (next to it, written atomically
-just before the shard), then ``os.replace``-s it into place and fsyncs the
-directory. A shard is therefore
-either fully present or absent; an interrupted write leaves at most a hidden
-temporary file, which ``TrajectoryStore.cleanup_temp`` removes and which no
-reader ever looks at.
+(``.<name>.<random>.tmp``), fsyncs it, checks it reads back, records its
+checksum in ``<shard>.sha256`` (next to it, written atomically just before
+the shard), then ``os.replace``-s it into place and fsyncs the directory. A
+shard is therefore either fully present, with its checksum, or absent; an
+interrupted write leaves at most a hidden temporary file, which
+``TrajectoryStore.cleanup_temp`` (or ``Workdir.recover``) removes and which
+no reader ever looks at, and perhaps the checksum of the shard it was about
+to write, which the redone write replaces. (Overwriting an existing shard
+replaces its checksum first: a kill between the two renames leaves a
+mismatch that is reported, not read.)
 
 ``TrajectoryStore`` names shards ``round{r}-shard{i:05d}.array_record``: the
 caller maps work chunk ``i`` of round ``r`` to shard ``i`` deterministically,

@@ -58,3 +58,27 @@ def test_second_run_is_refused_and_lock_dies_with_process(tmp_path):
     holder.wait()
   with Workdir(path):  # SIGKILL released the lock.
     pass
+
+
+def test_config_hash_and_diff_are_pure_and_canonical():
+  from alphallm import workdir as w  # pylint: disable=import-outside-toplevel
+  a = {"seed": 0, "model": {"embed_dim": 32, "heads": 2}, "eval": {"methods": ["greedy"]}}
+  b = {"eval": {"methods": ["greedy"]}, "model": {"heads": 2, "embed_dim": 32}, "seed": 0}
+  assert w.config_hash(a) == w.config_hash(b) and len(w.config_hash(a)) == 64
+  c = {"seed": 1, "model": {"embed_dim": 32}, "eval": {"methods": ["greedy", "mcts"]}}
+  assert w.config_diff(a, c) == [("eval.methods", ["greedy"], ["greedy", "mcts"]),
+                                 ("model.heads", 2, "<absent>"), ("seed", 0, 1)]
+  assert w.format_diff(w.config_diff(a, c)) == (
+      'config.eval.methods: ["greedy"] -> ["greedy", "mcts"]; '
+      "config.model.heads: 2 -> <absent>; config.seed: 0 -> 1")
+  long = w.format_diff([("k", "x" * 100, "y")])
+  assert len(long) < 90 and long.endswith('-> "y"')
+
+
+def test_lock_file_names_pid_and_token(tmp_path):
+  with Workdir(str(tmp_path / "w")) as w:
+    pid, token = (tmp_path / "w" / ".lock").read_text().split()
+    assert pid == str(os.getpid()) and token == w.token
+    w.check_owner()
+  with pytest.raises(WorkdirError, match="not open"):
+    w.check_owner()
