@@ -115,7 +115,12 @@ def check_task(config: ml_collections.ConfigDict) -> None:
 
 
 def check_names(config: ml_collections.ConfigDict) -> None:
-  """Mappings and names that depend on other keys."""
+  """Paths, mappings and names that depend on other keys."""
+  for path in ("model.checkpoint", "model.tokenizer", "critics.checkpoint"):
+    value = _get(config, path)
+    if value and not os.path.exists(value):
+      fail(path, value, "does not exist (checkpoints and tokenizers are read from local "
+           "paths, never downloaded)")
   mix = _check_mapping("loop.imagination_mix", config.loop.imagination_mix)
   for source, weight in mix.items():
     if source not in schema.IMAGINATION_SOURCES:
@@ -208,11 +213,6 @@ def check_consistency(config: ml_collections.ConfigDict) -> None:
     fixed = math.prod(v for v in shape if v != AUTO)
     if (AUTO in shape and n % fixed) or (AUTO not in shape and fixed != n):
       fail("sharding.mesh_shape", shape, f"does not fit the {n} devices used")
-  for path in ("model.checkpoint", "model.tokenizer", "critics.checkpoint"):
-    value = _get(config, path)
-    if value and not os.path.exists(value):
-      fail(path, value, "does not exist (checkpoints and tokenizers are read from local "
-           "paths, never downloaded)")
 
 
 def _get(config: ml_collections.ConfigDict, path: str) -> Any:
