@@ -8,8 +8,9 @@ with Qwen's special tokens and Qwen2.5-Instruct's tokenizer_config.json, and
 a GSM8K-format dataset. The config validates; then alphallm's own loading
 path (``builders``: tokenizer, ChatML-wrapped 4-shot task, model config,
 checkpoint) feeds greedy decoding, checked against step-by-step full
-forwards, and one eta-MCTS search with the config's search features
-(adaptive branching, merge, fast rollouts, best-leaf answer), shrunk.
+forwards, one eta-MCTS search with the config's search features
+(adaptive branching, merge, fast rollouts, best-leaf answer), shrunk, and
+(with torch + transformers) logit parity with transformers' Qwen2.
 The model computes in float32 here (the config's bfloat16 is for GPUs).
 """
 
@@ -134,3 +135,19 @@ def test_one_small_search_with_the_configs_features(setup, loaded):
   assert (np.asarray(result.forward_passes) > 1).all()
   texts = sampling.decode_completions(tok, completions)
   assert all(isinstance(t, str) for t in texts)
+
+
+def test_tiny_qwen_matches_transformers(setup, loaded):
+  """The written checkpoint read by transformers gives our logits (1e-4 relative)."""
+  torch = pytest.importorskip("torch", reason="parity needs torch (CPU build)")
+  transformers = pytest.importorskip("transformers", reason="parity needs transformers")
+  _, config = setup
+  tok, task, cfg, params = loaded
+  hf = transformers.Qwen2ForCausalLM.from_pretrained(config.model.checkpoint,
+                                                     dtype=torch.float32).eval()
+  ids, _ = sampling.encode_prompts(tok, [task.prompt(task.generate(2, 1)[0])])
+  with torch.no_grad():
+    ref = hf(torch.tensor(ids, dtype=torch.long)).logits.numpy()[..., :cfg.vocab_size]
+  ours = np.asarray(model_lib.Transformer(cfg).apply({"params": params}, jnp.asarray(ids)).logits)
+  diff = np.abs(ours - ref).max() / np.abs(ref).max()
+  assert diff <= 1e-4, f"relative max |logits - HF logits| = {diff}"
