@@ -19,9 +19,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
 from alphallm import data as data_lib
+from alphallm import progress
 from alphallm.critics import KINDS, PRM_LABELS, CollectConfig, fixed_batches
 from alphallm import model as model_lib
 from alphallm import sampling
@@ -68,7 +68,7 @@ class PolicySampler:
     stop = jnp.array([self.tokenizer.eos_id], jnp.int32)
     texts: list[str] = []
     batches = list(fixed_batches(len(prompts), self.batch_size))
-    for start, idx in tqdm.tqdm(batches, desc=self.desc, leave=False, disable=None):
+    for start, idx in progress.bar(batches, desc=self.desc, leave=False):
       out = sampling.generate(self.params, self.config, ids[idx], mask[idx],
                               jax.random.fold_in(rng, start),
                               max_new_tokens=self.max_new_tokens, temperature=temperature,

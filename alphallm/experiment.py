@@ -15,6 +15,7 @@ import ml_collections
 
 from alphallm import io_utils
 from alphallm import loop
+from alphallm import progress
 from alphallm import validation
 from alphallm import workdir as workdir_lib
 
@@ -31,7 +32,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     schema.ConfigError: naming the first bad key, before the workdir is touched.
   """
   validate_config(config)
-  with workdir_lib.Workdir(workdir):
+  with workdir_lib.Workdir(workdir), progress.heartbeat(f"train_and_evaluate {workdir}"):
     io_utils.atomic_write_text(os.path.join(workdir, "config.json"),
                                config.to_json_best_effort(indent=2, sort_keys=True))
     return loop.run(config, workdir)

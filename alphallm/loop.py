@@ -41,7 +41,6 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import tqdm
 
 from alphallm import builders
 from alphallm import critic_data
@@ -211,7 +210,7 @@ def search(ctx: Context, round_: int, params, critics, problems: Sequence[Proble
   if missing:
     search_fn, crit_params = methods.build_search(ctx, critics)
     params = builders.cast_for_search(ctx.config, params)
-    for i in tqdm.tqdm(missing, desc=f"search round {round_}", disable=None):
+    for i in progress.bar(missing, desc=f"search round {round_}"):
       records = _search_shard(ctx, round_, i, params, search_fn, crit_params, shards[i])
       ctx.store.write_shard(round_, i, records)
   records = ctx.store.records(round_)
