@@ -126,13 +126,14 @@ def node_closed(cfg: SearchConfig, tree: TreeState, stats: NodeStats, node) -> B
   A closed node gets no more visits, so its widening cap no longer grows: a
   node whose children are all finished once it has as many as its visits
   allow is finished (e.g. a step followed by its answer line does not keep
-  drawing alternative answer lines).
+  drawing alternative answer lines). The root is exempt: it closes only when
+  it can get no more children at all, so the search never stops early.
   """
   kids = tree.children[node]
   k = tree.num_children[node]
   all_closed = jnp.all((kids < 0) | tree.closed[jnp.maximum(kids, 0)])
   can_now = (~tree.exhausted[node] & (k < child_cap(cfg, tree, stats.score, node))
-             & ((k < widening_cap(cfg, tree.visits[node], node)) | (k == 0)))
+             & ((k < widening_cap(cfg, tree.visits[node], node)) | (k == 0) | (node == 0)))
   return stats.terminal[node] | (all_closed & ~can_now)
 
 
