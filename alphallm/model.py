@@ -1,7 +1,8 @@
 """The policy/value transformer: one Llama-family trunk, two heads.
 
 A decoder-only transformer written as pure-functional Flax Linen modules:
-token embedding, rotary position embedding (RoPE, HF "rotate-half" layout),
+token embedding, rotary position embedding (RoPE, HF "rotate-half" layout;
+optionally Llama-3.1's "llama3" frequency scaling, ``rope_inv_freq``),
 RMSNorm, grouped-query attention and a SwiGLU MLP, with optionally tied input
 and output embeddings. On the shared trunk sit
 
