@@ -159,7 +159,8 @@ def _config_from_hf(hf: dict[str, Any], dtype: str, param_dtype: str | None
   """:func:`config_from_hf` without the file name in its errors."""
   model_type = hf.get("model_type")
   if model_type is not None and str(model_type).startswith("gemma"):
-    raise UnsupportedHFConfigError(f"config key 'model_type' = {model_type!r}: {hf_families.GEMMA_REASON}")
+    raise UnsupportedHFConfigError(
+        f"config key 'model_type' = {model_type!r}: {hf_families.GEMMA_REASON}")
   if model_type not in hf_families.SUPPORTED_MODEL_TYPES:
     raise UnsupportedHFConfigError(
         f"config key 'model_type' = {model_type!r} is not supported; supported: "

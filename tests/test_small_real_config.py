@@ -66,8 +66,8 @@ def test_config_validates_and_builds_the_qwen_shape(setup):
   module, config = setup
   validation.validate_config(config)
   tok = builders.build_tokenizer(config)
-  assert tok.eos_id == tok._tok.token_to_id("<|im_end|>")            # pylint: disable=protected-access
-  assert tok.pad_id == tok._tok.token_to_id("<|endoftext|>")         # pylint: disable=protected-access
+  assert tok.encode("<|im_end|>") == [tok.eos_id]                   # one special token each
+  assert tok.encode("<|endoftext|>") == [tok.pad_id]
   assert tok.bos_id == tok.eos_id                                    # Qwen has no BOS
   cfg = builders.build_model_config(config, tok)
   assert cfg.vocab_size == tok.vocab_size                           # padding rows cut
@@ -96,7 +96,7 @@ def test_chatml_prompt_and_greedy_decoding(loaded):
   assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
   assert text.count("The answer is") == 4                            # the 4 shots
   ids, mask = sampling.encode_prompts(tok, [text])
-  start = tok._tok.token_to_id("<|im_start|>")                       # pylint: disable=protected-access
+  (start,) = tok.encode("<|im_start|>")
   assert list(ids[0]).count(start) == 3                              # special tokens, not text
   n = 6
   out = sampling.generate(params, cfg, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(0),
