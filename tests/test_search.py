@@ -4,7 +4,6 @@ import inspect
 
 import jax
 import jax.numpy as jnp
-import mctx
 import numpy as np
 import pytest
 
@@ -51,11 +50,13 @@ def _config(**kw):
   return sc
 
 
-# eta-MCTS features: adaptive branching and state merge (fast rollouts: see puct_search).
-FULL = dict(adaptive_branching__enabled=True, adaptive_branching__alpha=0.7,
+# eta-MCTS features: adaptive branching and same-step merge (fast rollouts: see puct_search).
+FULL = dict(adaptive_branching__enabled=True, adaptive_branching__alpha=1.0,
             adaptive_branching__c_min_root=2, adaptive_branching__c_max_root=4,
             adaptive_branching__c_min=1, adaptive_branching__c_max=3,
-            merge__enabled=True, merge__threshold=2)
+            merge__enabled=True)
+IGNORED = mcts.same_step_token_ids(TOK, " ")
+_CRIT_PARAMS = None   # the critics below ignore their params
 
 
 def _bandit_reward(params, tokens, mask):
@@ -68,10 +69,11 @@ def _bandit_reward(params, tokens, mask):
 @pytest.fixture(scope="module")
 def full_search(model, prompts):
   cfg, params = model
-  sc = _config(**FULL)
-  search = mcts.make_search(cfg, sc, TOK.eos_id, DELIM, answer_prefix_ids=ANSWER)
+  sc = mcts.SearchConfig.from_config(_config(**FULL))
+  search = mcts.make_search(cfg, sc, TOK.eos_id, DELIM, mcts.Critics(prm=_bandit_reward),
+                            answer_prefix_ids=ANSWER, same_step_ignored_ids=IGNORED)
   before = mcts.num_traces(sc)
-  out = search(params, *prompts, jax.random.key(0))
+  out = search(params, *prompts, jax.random.key(0), _CRIT_PARAMS)
   return sc, search, out, before
 
 
@@ -164,57 +166,92 @@ def test_config_is_hashable_and_validated():
   with pytest.raises(ValueError, match="merge needs option granularity"):
     mcts.SearchConfig.from_config(_config(granularity="token", merge__enabled=True))
   with pytest.raises(ValueError, match="policy"):
-    mcts.SearchConfig(policy="uct")
+    mcts.SearchConfig(policy="bogus")
+  assert mcts.SearchConfig(policy="uct").policy == "uct"
 
 
 # ----------------------------------------------------------------------------
 # The search.
 
 
-def test_root_visits_sum_to_num_simulations(full_search, puct_search):
+def test_root_visits_count_the_simulations_that_added_a_node(full_search, puct_search):
   sc, _, out, _ = full_search
   for o in (out, puct_search):
-    np.testing.assert_array_equal(o.tree.children_visits[:, 0].sum(-1), sc.num_simulations)
-    np.testing.assert_array_equal(o.tree.node_visits[:, 0], sc.num_simulations + 1)
+    wasted = np.round(np.asarray(o.stats.revisit_fraction) * sc.num_simulations)
+    np.testing.assert_array_equal(o.tree.node_visits[:, 0], sc.num_simulations + 1 - wasted)
+    np.testing.assert_array_equal(o.tree.children_visits[:, 0].sum(-1),
+                                  o.tree.node_visits[:, 0] - 1)
     np.testing.assert_allclose(o.action_weights.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(o.stats.real_nodes), o.rollouts + 1)
 
 
-@pytest.mark.parametrize("which", ["gumbel", "puct"])
-def test_masked_children_are_never_selected(full_search, puct_search, which):
-  out = full_search[2] if which == "gumbel" else puct_search
-  valid = np.asarray(out.tree.embeddings.child_valid)
-  visits = np.asarray(out.tree.children_visits)
-  created = np.asarray(out.tree.children_index) >= 0
-  assert (~valid).any(), "the config should mask some children"
-  assert not visits[~valid].any()
-  assert not created[~valid].any()
-  # Adaptive branching: a real non-terminal node never has more than c_max children.
+def test_children_respect_the_slots_and_the_branching_cap(full_search, puct_search):
+  for out in (full_search[2], puct_search):
+    t = out.tree
+    kids = np.asarray(t.children_index)
+    valid = np.asarray(t.embeddings.child_valid)
+    np.testing.assert_array_equal(valid, kids >= 0)
+    assert not np.asarray(t.children_visits)[~valid].any()
+    np.testing.assert_array_equal(np.asarray(out.action_weights)[~valid[:, 0]], 0.0)
+    real = _real_nodes(out)
+    per_node = valid.sum(-1)
+    interior = real.copy()
+    interior[:, 0] = False
+    assert per_node[interior].max() <= 3 and per_node[:, 0].max() <= 4   # c_max, c_max_root
+    # Children are created in slot order: no gap before a child.
+    for row in valid.reshape(-1, valid.shape[-1]):
+      assert list(row) == sorted(row, reverse=True)
+
+
+def _norm(text):
+  return text.replace(" ", "").replace("\t", "")
+
+
+def test_siblings_are_distinct_steps(full_search):
+  """Merge is on: no two children of a node are the same step (equal up to spaces)."""
+  _, _, out, _ = full_search
   e = out.tree.embeddings
-  interior = _real_nodes(out) & ~np.asarray(e.terminal)
-  interior[:, 0] = False
-  assert valid[interior].sum(-1).max() <= 3
-  assert valid[:, 0].sum(-1).min() >= 2 and valid[:, 0].sum(-1).max() <= 4
-  np.testing.assert_array_equal(np.asarray(out.action_weights)[~valid[:, 0]], 0.0)
-
-
-def test_merged_siblings_are_distinct(full_search):
-  sc, _, out, _ = full_search
-  e = out.tree.embeddings
-  real = _real_nodes(out) & ~np.asarray(e.terminal)
   toks, lens, valid = (np.asarray(x) for x in (e.cand_tokens, e.cand_len, e.child_valid))
   pairs = 0
-  for b, n in zip(*np.nonzero(real)):
-    kept = [list(toks[b, n, a, :lens[b, n, a]]) for a in np.nonzero(valid[b, n])[0]]
-    for i in range(len(kept)):
-      for j in range(i):
-        pairs += 1
-        assert _levenshtein(kept[i], kept[j]) > sc.merge.threshold
+  for b, n in zip(*np.nonzero(_real_nodes(out))):
+    kept = [_norm(TOK.decode(toks[b, n, a, :lens[b, n, a]])) for a in np.nonzero(valid[b, n])[0]]
+    pairs += len(kept) * (len(kept) - 1) // 2
+    assert len(set(kept)) == len(kept), kept
   assert pairs > 0
+
+
+def test_critic_driven_branching_widens_important_interior_nodes(model, prompts):
+  """A real tree whose importance comes from the PRM critic: interior nodes with high
+  importance get several children, and no node exceeds its n(s)."""
+  cfg, params = model
+  sc = mcts.SearchConfig.from_config(_config(
+      policy="uct", num_simulations=24, adaptive_branching__enabled=True,
+      adaptive_branching__alpha=1.0, adaptive_branching__importance_unit=0.05,
+      adaptive_branching__c_min_root=1, adaptive_branching__c_max_root=2,
+      adaptive_branching__c_min=1, adaptive_branching__c_max=4, weights__value=0.0,
+      widening__c=2.0, widening__alpha=0.5))
+  out = mcts.make_search(cfg, sc, TOK.eos_id, DELIM, mcts.Critics(prm=_bandit_reward),
+                         answer_prefix_ids=ANSWER)(params, *prompts, jax.random.key(7))
+  t, e = out.tree, out.tree.embeddings
+  kids = np.asarray(t.children_index)
+  score = np.asarray(e.score)
+  real = _real_nodes(out)
+  several = 0
+  for b in range(kids.shape[0]):
+    for n in np.nonzero(real[b])[0][1:]:
+      ch = kids[b, n][kids[b, n] >= 0]
+      if not len(ch):
+        continue
+      imp = np.max(np.abs(score[b, ch] - score[b, n]))
+      cap = max(1, min(int(np.floor(imp / 0.05 + 1e-6)) + 1, 4))
+      assert len(ch) <= cap + 0, (len(ch), imp)
+      several += len(ch) >= 2
+  assert several > 0, "no interior node got a second child"
 
 
 def test_nodes_match_a_full_reencode(model, full_search):
   """KV reuse is exact: every node's value equals the value head on prompt + path, and a
-  child is its parent's candidate (tokens and candidate value)."""
+  child's path is its parent's path plus the child's option."""
   cfg, params = model
   _, _, out, _ = full_search
   e, t = out.tree.embeddings, out.tree
@@ -228,32 +265,36 @@ def test_nodes_match_a_full_reencode(model, full_search):
   real = _real_nodes(out)
   np.testing.assert_allclose(np.asarray(e.value)[real], ref[real], atol=1e-4)
   parents, actions = np.asarray(t.parents), np.asarray(t.action_from_parent)
+  checked = 0
   for bi in range(b):
     for ni in range(1, n):
       if not real[bi, ni]:
         continue
       p, a = parents[bi, ni], actions[bi, ni]
       plen, clen = int(e.length[bi, p]), int(e.cand_len[bi, p, a])
+      assert clen == int(e.option_len[bi, ni]) > 0
       assert int(e.length[bi, ni]) == plen + clen
+      np.testing.assert_array_equal(e.tokens[bi, ni, :plen], e.tokens[bi, p, :plen])
       np.testing.assert_array_equal(e.tokens[bi, ni, plen:plen + clen],
                                     e.cand_tokens[bi, p, a, :clen])
-      np.testing.assert_allclose(e.cand_value[bi, p, a], e.value[bi, ni], atol=1e-4)
+      checked += 1
+  assert checked > 0
 
 
-@pytest.mark.parametrize("which", ["gumbel", "puct"])
-def test_accounting(full_search, puct_search, which):
-  out = full_search[2] if which == "gumbel" else puct_search
+def test_accounting(full_search, puct_search):
+  sc, _, out, _ = full_search
   e = out.tree.embeddings
   real = _real_nodes(out)
   np.testing.assert_allclose(out.rollouts, real[:, 1:].sum(1))
-  np.testing.assert_allclose(out.forward_passes, (np.asarray(e.forward_passes) * real).sum(1))
-  # Each real node pays at least its candidates' tokens; the root pays the prefill.
-  cand_tokens = (np.asarray(e.cand_len) * real[..., None]).sum((1, 2))
-  assert np.all(np.asarray(out.tokens) >= cand_tokens)
-  assert np.all(np.asarray(out.forward_passes) > np.asarray(out.tokens))
-  assert np.all(np.asarray(e.forward_passes)[~real] == 0)
-  roll = (2 if which == "puct" else 0) * (real & ~np.asarray(e.terminal))[:, 1:].sum(1)
-  np.testing.assert_allclose(out.fast_rollouts, roll)
+  opt = (np.asarray(e.option_len) * real)[:, 1:].sum(1)
+  assert np.all(np.asarray(out.tokens) >= opt)                   # rejected draws count too
+  n_prompt = np.asarray(out.prompt_mask).sum(1)
+  np.testing.assert_allclose(out.policy_tokens, n_prompt + np.asarray(out.tokens))
+  crit = np.asarray(out.critic_tokens["critics"])                # the external PRM
+  assert np.all(crit >= n_prompt * (1 + real[:, 1:].sum(1)))     # root + each node re-encoded
+  np.testing.assert_allclose(out.forward_passes, 1.0 + np.asarray(out.tokens) + crit)
+  roll = 2 * (_real_nodes(puct_search) & ~np.asarray(puct_search.tree.embeddings.terminal))
+  np.testing.assert_allclose(puct_search.fast_rollouts, roll[:, 1:].sum(1))
 
 
 def test_external_prm_and_separate_rollout_policy(puct_search):
@@ -261,7 +302,6 @@ def test_external_prm_and_separate_rollout_policy(puct_search):
   e = out.tree.embeddings
   real = _real_nodes(out)
   real[:, 0] = False
-  # The PRM critic sees prompt + the node's completion.
   b, n = e.length.shape
   seq = jnp.concatenate([jnp.repeat(out.prompt[:, None], n, 1), e.tokens], 2).reshape(b * n, -1)
   m = jnp.concatenate([jnp.repeat(out.prompt_mask[:, None], n, 1),
@@ -269,15 +309,22 @@ def test_external_prm_and_separate_rollout_policy(puct_search):
   prm = np.asarray(_bandit_reward(None, seq, m.reshape(b * n, -1))).reshape(b, n)
   np.testing.assert_allclose(np.asarray(e.prm)[real], prm[real], atol=1e-6)
   live = real & ~np.asarray(e.terminal)
-  live[:, 0] = False
   assert live.any()
   assert np.all(np.asarray(e.has_orm)[live]) and np.all(np.asarray(e.fast_rollouts)[live] == 2)
-  # Each live node also pays the PRM's re-encoded tokens and the rollout prefix re-encode.
-  n_prompt = np.asarray(out.prompt_mask).sum(1)[:, None]
-  extra = np.asarray(e.forward_passes) - np.asarray(e.cand_len).sum(-1)
-  assert np.all(extra[live] >= (n_prompt + 2 * np.asarray(e.length))[live])
-  score = mcts.node_score(mcts.WeightsConfig(), e.value, e.prm, e.orm, e.has_orm)
-  np.testing.assert_allclose(score, e.score, atol=1e-5)
+  assert np.all(np.asarray(out.rollout_tokens) > 0)             # the separate rollout policy
+  failed = np.asarray(e.terminal) & ~np.asarray(e.has_answer)
+  score = np.asarray(mcts.node_score(mcts.WeightsConfig(), e.value, e.prm, e.orm, e.has_orm))
+  score = np.where(failed, 0.0, score)
+  np.testing.assert_allclose(score[real], np.asarray(e.score)[real], atol=1e-5)
+
+
+def test_length_limit_without_answer_scores_zero(bandit):
+  e = bandit.tree.embeddings
+  real = _real_nodes(bandit)
+  real[:, 0] = False
+  failed = real & np.asarray(e.terminal) & ~np.asarray(e.has_answer)
+  assert failed.any()
+  np.testing.assert_array_equal(np.asarray(e.score)[failed], 0.0)
 
 
 def test_search_compiles_once_per_configuration(model, prompts, full_search):
@@ -286,29 +333,55 @@ def test_search_compiles_once_per_configuration(model, prompts, full_search):
   assert mcts.num_traces(sc) - before == 1
   ids, mask = sampling.encode_prompts(TOK, ["Q: 9*9\n", "Q: 2\n", "Q: (1+1)*3\n"],
                                       length=prompts[0].shape[1])
-  search(params, ids, mask, jax.random.key(5))
+  search(params, ids, mask, jax.random.key(5), _CRIT_PARAMS)
   again = mcts.make_search(cfg, mcts.SearchConfig.from_config(sc), TOK.eos_id, DELIM,
-                           answer_prefix_ids=ANSWER)
-  again(params, *prompts, jax.random.key(6))
+                           mcts.Critics(prm=_bandit_reward), answer_prefix_ids=ANSWER,
+                           same_step_ignored_ids=IGNORED)
+  again(params, *prompts, jax.random.key(6), _CRIT_PARAMS)
   assert again is search
   assert mcts.num_traces(sc) - before == 1
 
 
-def test_search_sees_only_prompts(model, full_search):
-  """No leakage: the search takes only prompts, and answers cannot change its result."""
+class _TrapTask:
+  """Arithmetic, but checking an answer is counted: the answer key's only door."""
+
+  def __init__(self):
+    self.inner = get_task("arithmetic", min_ops=1, max_ops=2)
+    self.verified = 0
+
+  def __getattr__(self, name):
+    return getattr(self.inner, name)
+
+  def verify(self, problem, completion):
+    self.verified += 1
+    return self.inner.verify(problem, completion)
+
+
+def test_search_cannot_reach_the_answer_key(model):
+  """Every method, eta-MCTS included, is built from the task and run on prompts only; the
+  verifier (which holds the answer key) is never called by a method, only by reporting."""
   cfg, params = model
-  _, search, _, _ = full_search
-  names = list(inspect.signature(search).parameters)
+  names = list(inspect.signature(mcts.make_search(cfg, _config(), TOK.eos_id, DELIM))
+               .parameters)
   assert names == ["params", "prompt", "prompt_mask", "rng", "critic_params", "rollout_params"]
-  task = get_task("arithmetic", min_ops=1, max_ops=2)
-  problems = task.generate(seed=0, num=3)
-  lying = [Problem(p.question, str(int(p.answer) + 17), {}) for p in problems]
-  outs = []
-  for ps in (problems, lying):
-    ids, mask = sampling.encode_prompts(TOK, [task.prompt(p) for p in ps], length=16)
-    outs.append(search(params, ids, mask, jax.random.key(3)))
-  for x, y in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
-    np.testing.assert_array_equal(x, y)
+  task = _TrapTask()
+  problems = task.inner.generate(seed=0, num=3)
+  sc = _config(num_simulations=4, max_completion_len=12)
+  methods = decoding.build_methods(["greedy", "pass@2", "mcts"], model_cfg=cfg, tokenizer=TOK,
+                                   task=task, eval_settings={"max_new_tokens": 12,
+                                                             "temperature": 1.0},
+                                   search_settings=sc, keep_search_output=True)
+  ids, mask = sampling.encode_prompts(TOK, [task.prompt(p) for p in problems])
+  for name, (fn, _) in methods.items():
+    res = fn(params, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(0))
+    assert float(np.min(np.asarray(res.flops))) > 0, name
+  assert task.verified == 0
+  # The trap works: scoring the completions after the search does verify.
+  from alphallm import evaluation  # pylint: disable=g-import-not-at-top
+  evaluation.tree_contains_correct(task, TOK, problems, res.search)
+  evaluation.accuracy(task, problems, sampling.decode_completions(TOK, np.asarray(
+      res.completions)))
+  assert task.verified >= len(problems)
 
 
 def test_token_level_kv_reuse_equals_recompute(model, prompts):
@@ -324,58 +397,31 @@ def test_token_level_kv_reuse_equals_recompute(model, prompts):
   np.testing.assert_array_equal(kv.tree.embeddings.tokens, re.tree.embeddings.tokens)
   np.testing.assert_allclose(kv.tree.node_values, re.tree.node_values, atol=1e-4)
   assert kv.tree.embeddings.path_k is not None and re.tree.embeddings.path_k is None
-  assert np.all(np.asarray(re.forward_passes) > np.asarray(kv.forward_passes))
+  assert np.all(np.asarray(re.policy_tokens) > np.asarray(kv.policy_tokens))
 
 
 @pytest.fixture(scope="module")
 def bandit(model, prompts):
   """Depth-1 bandit: every root option ends the solution (the completion limit equals the
-  option length, no delimiter) and is rewarded by the ORM critic alone."""
+  option length, no delimiter), rewarded by the ORM critic alone; 3 slots, 12 simulations."""
   cfg, params = model
-  sc = _config(num_actions=6, max_option_len=4, max_completion_len=4, num_simulations=12,
-               max_num_considered_actions=6, weights__value=0.0, weights__prm=0.0)
+  sc = _config(num_actions=3, max_option_len=4, max_completion_len=4, num_simulations=12,
+               weights__value=0.0, weights__prm=0.0)
   search = mcts.make_search(cfg, sc, TOK.eos_id, (), mcts.Critics(orm=_bandit_reward))
   return search(params, *prompts, jax.random.key(4))
 
 
-def test_improved_policy_beats_prior_on_bandit(bandit, prompts):
+def test_a_finished_tree_draws_no_more_simulations(bandit):
+  """Three terminal children fill the root; the other 9 simulations add nothing."""
   out = bandit
   e, t = out.tree.embeddings, out.tree
-  cand = np.asarray(e.cand_tokens[:, 0])                                  # [B, A, O]
-  lens = np.asarray(e.cand_len[:, 0])
-  b, a, o = cand.shape
-  seq = jnp.concatenate([jnp.repeat(prompts[0][:, None], a, 1), jnp.asarray(cand)], 2)
-  m = jnp.concatenate([jnp.repeat(prompts[1][:, None], a, 1),
-                       jnp.arange(o)[None, None] < lens[..., None]], 2)
-  reward = np.asarray(_bandit_reward(None, seq.reshape(b * a, -1), m.reshape(b * a, -1)))
-  reward = reward.reshape(b, a)
-  prior = np.asarray(jax.nn.softmax(t.children_prior_logits[:, 0]))
-  weights = np.asarray(out.action_weights)
-  improved, base = (weights * reward).sum(1), (prior * reward).sum(1)
-  assert np.all(improved >= base - 1e-6)
-  assert np.any(improved > base + 1e-3)
-
-
-def test_terminal_nodes_are_absorbing(bandit):
-  out = bandit
-  e, t = out.tree.embeddings, out.tree
-  real = _real_nodes(out)
-  children = np.asarray(t.children_index[:, 0])
-  visited = children >= 0
-  b_idx = np.nonzero(visited)[0]
-  kids = children[visited]
-  assert np.all(np.asarray(e.terminal)[b_idx, kids])
-  assert np.all(np.asarray(t.children_discounts[:, 0])[visited] == 0)
-  np.testing.assert_allclose(np.asarray(t.children_rewards[:, 0])[visited],
-                             np.asarray(e.orm)[b_idx, kids], atol=1e-6)
-  np.testing.assert_allclose(np.asarray(t.raw_values)[b_idx, kids], 0.0)
-  # Every deeper node is an absorbing dummy: no reward, no cost, not counted.
-  depth = np.asarray(e.depth)
-  assert np.all(np.asarray(e.absorbing)[depth >= 2])
-  assert (depth >= 2).any()
-  assert np.all(np.asarray(e.forward_passes)[depth >= 2] == 0)
-  np.testing.assert_allclose(out.rollouts, visited.sum(1))
-  np.testing.assert_allclose(out.rollouts, real[:, 1:].sum(1))
+  np.testing.assert_array_equal(np.asarray(out.stats.real_nodes), 4)
+  np.testing.assert_allclose(np.asarray(out.stats.revisit_fraction), 9 / 12)
+  kids = np.asarray(t.children_index[:, 0])
+  assert np.all(kids >= 0)
+  assert np.all(np.asarray(e.terminal)[np.arange(3)[:, None], kids])
+  np.testing.assert_array_equal(np.asarray(t.children_index)[:, 1:], -1)   # leaves stay leaves
+  np.testing.assert_array_equal(np.asarray(t.node_visits)[:, 0], 4)
 
 
 # ----------------------------------------------------------------------------
@@ -398,7 +444,11 @@ def test_answer_selection(full_search):
     assert path, "the most visited path leaves the root"
   leaves = selection.select_nodes(t, "best_leaf")
   for b, n in enumerate(leaves):
-    assert not t.real_children(b, n)
+    finished = [x for x in range(1, t.num_nodes) if t.real(b)[x] and t.has_answer[b, x]]
+    if finished:      # training selection: the best finished leaf
+      assert n in finished and t.score[b, n] == max(t.score[b, x] for x in finished)
+    else:
+      assert not t.real_children(b, n)
   rerank = selection.select_nodes(t, "orm_rerank")
   for b, n in enumerate(rerank):
     terms = selection.terminal_nodes(t, b)
@@ -411,10 +461,15 @@ def test_answer_selection(full_search):
 def test_search_decoder_returns_decode_result(model, prompts):
   cfg, params = model
   sc = _config(**FULL, answer_selection="most_visited")
-  decode = selection.make_search_decoder(cfg, sc, TOK.eos_id, DELIM, answer_prefix_ids=ANSWER)
+  crit = mcts.Critics(prm=_bandit_reward)
+  decode = selection.make_search_decoder(cfg, sc, TOK.eos_id, DELIM, crit,
+                                         answer_prefix_ids=ANSWER,
+                                         same_step_ignored_ids=IGNORED)
   res = decode(params, *prompts, jax.random.key(0))
-  out = mcts.make_search(cfg, sc, TOK.eos_id, DELIM, answer_prefix_ids=ANSWER)(
-      params, *prompts, jax.random.key(0))
+  out = mcts.make_search(cfg, sc, TOK.eos_id, DELIM, crit, answer_prefix_ids=ANSWER,
+                         same_step_ignored_ids=IGNORED)(params, *prompts, jax.random.key(0))
+  n_params = decoding.param_count(params)
+  assert np.all(np.asarray(res.flops) >= 2 * n_params * np.asarray(out.policy_tokens))
   assert isinstance(res, decoding.DecodeResult)
   assert res.completions.shape == (3, sc.max_completion_len)
   np.testing.assert_allclose(res.rollouts, out.rollouts)
@@ -462,34 +517,6 @@ def test_beam_search(model, prompts):
   assert np.all(np.asarray(wide.rollouts) >= 2)
 
 
-class _Valid:
-  def __init__(self, child_valid):
-    self.child_valid = child_valid
-
-
-def test_selection_wrappers_mask_by_child_valid():
-  """Interior selection obeys the node's mask whatever the priors say: here the masked
-  child has the largest prior, and mctx's own selection functions pick it."""
-  a = 3
-  tree = mctx.Tree(
-      node_visits=jnp.array([5, 4]), raw_values=jnp.zeros(2), node_values=jnp.zeros(2),
-      parents=jnp.array([-1, 0]), action_from_parent=jnp.array([-1, 0]),
-      children_index=jnp.full((2, a), -1).at[0, 0].set(1),
-      children_prior_logits=jnp.array([[0.0, -1e9, -1e9], [0.0, 9.0, 0.0]]),
-      children_visits=jnp.zeros((2, a), jnp.int32).at[0, 0].set(4),
-      children_rewards=jnp.zeros((2, a)), children_discounts=jnp.ones((2, a)),
-      children_values=jnp.zeros((2, a)),
-      embeddings=_Valid(jnp.array([[1, 0, 0], [1, 0, 1]], bool)),
-      root_invalid_actions=jnp.zeros(a), extra_data=None)
-  key = jax.random.key(0)
-  assert int(mctx.muzero_action_selection(key, tree, 1, 1)) == 1
-  assert int(mctx.gumbel_muzero_interior_action_selection(key, tree, 1, 1)) == 1
-  assert int(mcts.puct_action_selection(key, tree, 1, 1, pb_c_init=1.0,
-                                        pb_c_base=19652.0)) in (0, 2)
-  assert int(mcts.gumbel_interior_action_selection(key, tree, 1, 1)) in (0, 2)
-  assert mcts.bytes_per_node(testing.tiny_config(), _config())["total"] > 0
-
-
 def test_never_proposed_keeps_eos_reachable():
   assert mcts.never_proposed(0, 1, 2) == (0, 1)        # the character tokenizer
   assert mcts.never_proposed(2, 1, 2) == (1,)          # no PAD: padded with EOS (Llama-3)
@@ -502,8 +529,8 @@ def test_token_level_actions_skip_bos_and_pad_but_not_an_eos_pad(model, prompts)
   """Every token but BOS is an action when PAD is EOS (a tokenizer without PAD)."""
   cfg, params = model
   v = cfg.vocab_size
-  sc = _config(granularity="token", num_actions=v - 1, num_simulations=2,
-               max_completion_len=2, max_num_considered_actions=4)
+  sc = _config(granularity="token", num_actions=v - 1, num_simulations=v - 1,
+               max_completion_len=1, policy="uct", widening__c=float(v))
   out = mcts.make_search(cfg, sc, TOK.eos_id, DELIM, pad_id=TOK.eos_id, bos_id=TOK.bos_id)(
       params, *prompts, jax.random.key(0))
   e = out.tree.embeddings
