@@ -405,8 +405,11 @@ def keys() -> list[Key]:
           at_least(1, True)),
       Key("loop.round_prompts", (), "per-round prompt counts (overrides prompts_per_round)",
           positive_ints_check),
-      Key("loop.imagination_mix", dict(perturb=0.6, backward=0.4),
-          f"weights of the prompt sources {IMAGINATION_SOURCES}"),
+      Key("loop.imagination_mix", dict(held_out=1.0),
+          f"weights of the prompt sources {IMAGINATION_SOURCES}; 'held_out': problems no "
+          "phase has used (new draws of the task's generator, or held-out train-split "
+          "questions); the others are rule-based rewrites and policy-written questions, for "
+          "tasks that register rules (alphallm.imagination.register_task_imagination)"),
       Key("loop.imagination_temperature", 1.0, "temperature of policy-written questions",
           at_least(0)),
       Key("loop.search_batch_size", 64, "prompts per search batch (one trajectory shard)",
@@ -491,6 +494,30 @@ def overridden(overrides: Any) -> ml_collections.ConfigDict:
       value = ml_collections.ConfigDict(dict(value))
     node[leaf] = value
   return config
+
+
+def shrink_to_tiny(c: ml_collections.ConfigDict) -> None:
+  """Toy sizes for any task: every phase of the loop runs, each in seconds (one device).
+
+  The ``tiny`` variant of an experiment file (``--config=FILE.py:tiny``) calls this; tests,
+  the notebooks' small mode and the fault tests run it. Accuracy numbers are meaningless.
+  """
+  c.num_devices = 1
+  c.data.num_demos, c.data.num_eval = 64, 24
+  c.model.num_layers, c.model.embed_dim, c.model.mlp_dim = 1, 32, 64
+  c.sft.steps, c.sft.batch_size, c.sft.checkpoint_every, c.sft.warmup_steps = 6, 8, 3, 1
+  c.critics.num_problems, c.critics.num_calibration_problems = 16, 8
+  c.critics.critic.collect.batch_size = 32
+  c.critics.critic.train.steps, c.critics.critic.train.checkpoint_every = 4, 2
+  c.critics.critic.model = ml_collections.ConfigDict(dict(
+      num_layers=1, embed_dim=32, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=64))
+  c.search.num_simulations = 4
+  c.search.num_actions = min(c.search.num_actions, 4)
+  c.eval.batch_size = c.eval.search_batch_size = 8
+  c.eval.max_new_tokens = min(c.eval.max_new_tokens, 24)
+  c.loop.rounds = min(c.loop.rounds, 1)
+  c.loop.prompts_per_round, c.loop.search_batch_size = 12, 8
+  c.loop.sft.steps, c.loop.sft.checkpoint_every, c.loop.sft.batch_size = 4, 2, 8
 
 
 def allowed_text(key: Key) -> str:

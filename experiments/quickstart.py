@@ -75,19 +75,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
 
 def tiny(c: ml_collections.ConfigDict) -> None:
   """The quickstart's recipe at toy sizes: every phase runs, each in seconds."""
-  c.num_devices = 2
-  c.data.num_demos, c.data.num_eval = 64, 24
-  c.model.num_layers, c.model.embed_dim, c.model.mlp_dim = 1, 32, 64
-  c.sft.steps, c.sft.batch_size, c.sft.checkpoint_every, c.sft.warmup_steps = 6, 8, 3, 1
-  c.critics.num_problems, c.critics.num_calibration_problems = 16, 8
-  c.critics.critic.collect.batch_size = 32
-  c.critics.critic.train.steps, c.critics.critic.train.checkpoint_every = 4, 2
-  c.critics.critic.model = ml_collections.ConfigDict(dict(
-      num_layers=1, embed_dim=32, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=64))
-  c.search.num_simulations, c.search.num_actions = 4, 2
+  schema.shrink_to_tiny(c)
+  c.search.num_actions = 2
   c.eval.methods = ("greedy", "sampling", "self_consistency@2", "mcts")
-  c.eval.batch_size = c.eval.search_batch_size = 8
-  c.eval.max_new_tokens = 24
   c.loop.rounds = 1
-  c.loop.prompts_per_round, c.loop.search_batch_size = 12, 8
-  c.loop.sft.steps, c.loop.sft.checkpoint_every, c.loop.sft.batch_size = 4, 2, 8

@@ -52,6 +52,7 @@ def tiny_config() -> ml_collections.ConfigDict:
   data depends on its search; distillation on, so the root options do too.
   """
   c = config_files.load(os.path.join(ROOT, "experiments", "quickstart.py")).get_config("tiny")
+  c.num_devices = 2  # the data-parallel step across devices
   c.loop.rounds = 2
   c.loop.filter_by, c.loop.gamma = "orm", 0.0
   c.loop.distill = True

@@ -19,6 +19,7 @@ QUICKSTART = os.path.join(ROOT, "experiments", "quickstart.py")
 def tiny_config(rounds: int = 1):
   """The quickstart's ``tiny`` variant (every phase runs, each in seconds)."""
   c = config_files.load(QUICKSTART).get_config("tiny")
+  c.num_devices = 2  # the data-parallel step across devices
   c.loop.rounds = rounds
   return c
 

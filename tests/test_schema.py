@@ -21,7 +21,9 @@ QUICKSTART = os.path.join(ROOT, "experiments", "quickstart.py")
 
 
 def _tiny():
-  return config_files.load(QUICKSTART).get_config("tiny")
+  c = config_files.load(QUICKSTART).get_config("tiny")
+  c.num_devices = 2  # the data-parallel step across devices
+  return c
 
 
 def _set(config, key, value):
