@@ -76,3 +76,46 @@ def test_scores_with_a_pad_that_is_the_eos():
     np.testing.assert_allclose(res.candidate_scores[b], values, atol=1e-4)
     real = sampling.completion_mask(res.candidates[b], eos, eos)
     np.testing.assert_array_equal(np.asarray(real).sum(-1), lengths[b])
+
+
+def test_flops_and_critic_rerank_accounting():
+  """FLOPs = 2 x params x tokens per model; a critic re-rank pays its re-encoded tokens."""
+  tok = CharTokenizer()
+  cfg = testing.tiny_config()
+  params = testing.random_params(cfg, scale=0.3)
+  ids, mask = sampling.encode_prompts(tok, ["Q: 1+2\n", "Q: 3*4\n"])
+  n_params = decoding.param_count(params)
+  fn = decoding.make_multi_sampler(cfg, 3, 10, tok.eos_id, temperature=1.0)
+  res = fn(params, ids, mask, jax.random.key(0))
+  real = np.asarray(sampling.completion_mask(res.candidates.reshape(6, -1), tok.pad_id,
+                                             tok.eos_id)).reshape(2, 3, -1).sum(-1)
+  policy = (real + np.asarray(mask).sum(1)[:, None]).sum(1)
+  np.testing.assert_allclose(res.policy_tokens, policy)
+  np.testing.assert_allclose(res.flops, 2.0 * n_params * policy, rtol=1e-6)
+
+  def critic(p, tokens, m):     # longer sequences score higher
+    del p
+    return m.sum(1).astype(np.float32)
+
+  rr = decoding.make_critic_reranker(fn, critic, None, 1000, pad_id=tok.pad_id,
+                                     eos_id=tok.eos_id)(params, ids, mask, jax.random.key(0))
+  np.testing.assert_allclose(rr.candidate_scores, real + np.asarray(mask).sum(1)[:, None])
+  np.testing.assert_allclose(rr.critic_tokens, policy)
+  np.testing.assert_allclose(rr.flops, 2.0 * n_params * policy + 2.0 * 1000 * policy, rtol=1e-6)
+  np.testing.assert_allclose(rr.forward_passes, np.asarray(res.forward_passes) + policy)
+
+
+def test_build_methods_by_name():
+  tok = CharTokenizer()
+  cfg = testing.tiny_config()
+  methods = decoding.build_methods(
+      ["greedy", "self_consistency@2", "best_of@2", "orm_rerank@2", "weighted_vote@2"],
+      model_cfg=cfg, tokenizer=tok, task=TASK,
+      eval_settings={"max_new_tokens": 8, "temperature": 1.0})
+  assert methods["greedy"][1] is None
+  assert methods["self_consistency@2"][1] is decoding.select_majority
+  assert methods["best_of@2"][1] is decoding.select_max_score
+  import pytest  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="unknown decoding method 'nope'"):
+    decoding.build_methods(["nope"], model_cfg=cfg, tokenizer=tok, task=TASK,
+                           eval_settings={"max_new_tokens": 8, "temperature": 1.0})
