@@ -123,8 +123,7 @@ def build_model_config(config, tokenizer: Tokenizer) -> model_lib.TransformerCon
     return model_lib.TransformerConfig.from_dict(
         {**arch, "vocab_size": tokenizer.vocab_size, "max_len": config.data.seq_len})
   file = os.path.join(ckpt, hf_import.CONFIG_FILE)
-  cfg = hf_import.config_from_hf(hf_import.read_hf_config(ckpt), dtype=m.dtype,
-                                 param_dtype=m.param_dtype)
+  cfg = hf_import.load_hf_config(ckpt, dtype=m.dtype, param_dtype=m.param_dtype)
   cfg = dataclasses.replace(cfg, remat=bool(m.remat))
   if cfg.vocab_size < tokenizer.vocab_size:
     raise ValueError(f"{file}: vocab_size={cfg.vocab_size} is smaller than the "

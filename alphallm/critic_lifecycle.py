@@ -83,8 +83,7 @@ def initial_critic(ctx: Context, base: critics_lib.CriticConfig, kind: str,
   dtype = model.pop("dtype", "float32")
   param_dtype = model.pop("param_dtype", None)
   file = os.path.join(ckpt, hf_import.CONFIG_FILE)
-  cfg = hf_import.config_from_hf(hf_import.read_hf_config(ckpt), dtype=dtype,
-                                 param_dtype=param_dtype)
+  cfg = hf_import.load_hf_config(ckpt, dtype=dtype, param_dtype=param_dtype)
   for key, value in sorted(model.items()):
     if not hasattr(cfg, key) or getattr(cfg, key) != value:
       raise ValueError(f"config.critics.critic.model.{key}={value!r} disagrees with {file} "

@@ -238,6 +238,12 @@ def _model_keys() -> list[Key]:
       "qkv_bias": "biases on the q/k/v projections (Qwen2)",
       "dtype": "compute dtype", "param_dtype": "parameter (master weight) dtype",
       "remat": "rematerialise each block in the backward pass (memory for compute)",
+      "rope_scaling": "'none' or 'llama3' (Llama-3.1/3.2 frequency scaling)",
+      "rope_scaling_factor": "llama3 rope scaling: the low-frequency divisor",
+      "rope_low_freq_factor": "llama3 rope scaling: low-frequency band edge",
+      "rope_high_freq_factor": "llama3 rope scaling: high-frequency band edge",
+      "rope_original_max_len": "llama3: the pretraining context "
+                               "(original_max_position_embeddings)",
   }
   keys = []
   for f in dataclasses.fields(model_lib.TransformerConfig):
@@ -248,6 +254,8 @@ def _model_keys() -> list[Key]:
       check = is_bool
     elif f.name in ("dtype", "param_dtype"):
       check = dtype_check
+    elif f.name == "rope_scaling":
+      check = one_of("none", "llama3")
     elif _is_int(default):
       check = at_least(1, True)
     elif _is_num(default):
