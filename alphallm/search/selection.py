@@ -143,23 +143,26 @@ def terminal_nodes(t: TreeArrays, b: int) -> list[int]:
   return [n for n in range(1, real.shape[0]) if real[n] and t.terminal[b, n]]
 
 
-def answer_candidates(t: TreeArrays, b: int) -> list[int]:
+def answer_candidates(t: TreeArrays, b: int, include_rollouts: bool = True) -> list[int]:
   """Terminal nodes, then kept finished rollouts (as ``N + node``)."""
+  if not include_rollouts:
+    return terminal_nodes(t, b)
   real = t.real(b)
   kept = [t.num_nodes + n for n in range(real.shape[0]) if real[n] and t.rollout_finished[b, n]]
   return terminal_nodes(t, b) + kept
 
 
-def orm_rerank_node(t: TreeArrays, b: int) -> int:
-  nodes = answer_candidates(t, b)
+def orm_rerank_node(t: TreeArrays, b: int, include_rollouts: bool = True) -> int:
+  nodes = answer_candidates(t, b, include_rollouts)
   if not nodes:
     return most_visited_node(t, b)
   return max(nodes, key=lambda n: t.candidate_orm(b, n))
 
 
-def orm_vote_node(t: TreeArrays, b: int, answer_of: Callable[[np.ndarray], str | None]) -> int:
+def orm_vote_node(t: TreeArrays, b: int, answer_of: Callable[[np.ndarray], str | None],
+                  include_rollouts: bool = True) -> int:
   groups: dict[str, list[int]] = {}
-  for n in answer_candidates(t, b):
+  for n in answer_candidates(t, b, include_rollouts):
     ans = answer_of(t.completion(b, n))
     if ans is not None:
       groups.setdefault(ans, []).append(n)
@@ -175,20 +178,27 @@ def orm_vote_node(t: TreeArrays, b: int, answer_of: Callable[[np.ndarray], str |
 
 def select_nodes(output: mcts.SearchOutput | TreeArrays, method: str, *,
                  tokenizer: Tokenizer | None = None,
-                 extract_answer: Callable[[str], str | None] | None = None) -> np.ndarray:
-  """``[B]`` chosen node index per problem (see the module doc for ``method``)."""
+                 extract_answer: Callable[[str], str | None] | None = None,
+                 include_rollouts: bool = False) -> np.ndarray:
+  """``[B]`` chosen node index per problem (see the module doc for ``method``).
+
+  With ``include_rollouts`` the re-rank and vote also consider kept
+  rollouts, returned as ``N + node`` (read them with ``node_completions``);
+  without, every index is a tree node.
+  """
   t = output if isinstance(output, TreeArrays) else TreeArrays(output)
   if method == "most_visited":
     pick = functools.partial(most_visited_node, t)
   elif method == "best_leaf":
     pick = functools.partial(best_leaf_node, t)
   elif method == "orm_rerank":
-    pick = functools.partial(orm_rerank_node, t)
+    pick = functools.partial(orm_rerank_node, t, include_rollouts=include_rollouts)
   elif method == "orm_vote":
     if tokenizer is None or extract_answer is None:
       raise ValueError("answer selection 'orm_vote' needs a tokenizer and extract_answer")
     answer_of = lambda ids: extract_answer(tokenizer.decode(ids))  # noqa: E731
-    pick = functools.partial(orm_vote_node, t, answer_of=answer_of)
+    pick = functools.partial(orm_vote_node, t, answer_of=answer_of,
+                             include_rollouts=include_rollouts)
   else:
     raise ValueError(f"unknown answer selection {method!r}; expected one of "
                      f"{mcts.ANSWER_SELECTIONS}")
@@ -266,7 +276,7 @@ def make_search_decoder(model_config: model_lib.TransformerConfig, search_config
     out = search(params, prompt, prompt_mask, rng, critic_params, rollout_params)
     t = TreeArrays(out)
     nodes = select_nodes(t, cfg.answer_selection, tokenizer=tokenizer,
-                         extract_answer=extract_answer)
+                         extract_answer=extract_answer, include_rollouts=True)
     tokens, lengths, terminal = node_completions(t, nodes)
     fwd = np.asarray(out.forward_passes, np.float32)
     toks = np.asarray(out.tokens, np.float32)
