@@ -137,3 +137,64 @@ def make_calculator_critic(tokenizer: Tokenizer, strict: bool = True):
     return (wrong == 0).astype(jnp.float32)
 
   return critic
+
+
+def make_answer_format_critic(tokenizer: Tokenizer, answer_prefix: str, charset: str):
+  """A jittable ``CriticFn``: 0.0 if the sequence's answer line is malformed, else 1.0.
+
+  The answer line is the first occurrence of ``answer_prefix``' ids; what
+  follows it to the end of the real tokens (a final EOS excepted) must be
+  non-empty and made only of tokens whose text uses ``charset``
+  (``Task.answer_charset``, e.g. an integer: ``"-0123456789"``). A sequence
+  without an answer line is not judged (1.0). Its ``params`` are ignored.
+  """
+  prefix = np.asarray(tokenizer.encode(answer_prefix), np.int32)
+  allowed = np.zeros((tokenizer.vocab_size,), bool)
+  for i in range(tokenizer.vocab_size):
+    if i in (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id):
+      continue
+    text = tokenizer.decode([i])
+    allowed[i] = bool(text) and all(ch in charset for ch in text)
+  prefix_j, allowed_j, eos = jnp.asarray(prefix), jnp.asarray(allowed), tokenizer.eos_id
+  q = int(prefix.shape[0])
+
+  def row(t: Int[Array, "S"], m: Bool[Array, "S"]) -> Float[Array, ""]:
+    s = t.shape[0]
+    idx = jnp.arange(s)
+    starts = m & (idx + q <= s)
+    for k in range(q):
+      starts = starts & (jnp.roll(t, -k) == prefix_j[k]) & jnp.roll(m, -k)
+    has = jnp.any(starts)
+    j = jnp.min(jnp.where(starts, idx, s))
+    after = (idx >= j + q) & m & (t != eos)
+    good = jnp.all(jnp.where(after, allowed_j[t], True)) & jnp.any(after)
+    return jnp.where(has & ~good, 0.0, 1.0)
+
+  def critic(params, tokens: Int[Array, "N S"], mask: Bool[Array, "N S"]) -> Float[Array, "N"]:
+    del params
+    return jax.vmap(row)(tokens, mask.astype(bool))
+
+  return critic
+
+
+def make_task_checker(tokenizer: Tokenizer, task, calculator: bool = True):
+  """The task's in-graph step checker: the calculator (``calculator``) times the
+  answer-format check (when ``task.answer_charset`` is set); None if neither applies."""
+  parts = []
+  if calculator:
+    parts.append(make_calculator_critic(tokenizer))
+  charset = getattr(task, "answer_charset", None)
+  if charset:
+    parts.append(make_answer_format_critic(tokenizer, task.answer_prefix, charset))
+  if not parts:
+    return None
+  if len(parts) == 1:
+    return parts[0]
+
+  def checker(params, tokens, mask):
+    out = parts[0](params, tokens, mask)
+    for p in parts[1:]:
+      out = out * p(params, tokens, mask)
+    return out
+
+  return checker

@@ -121,7 +121,7 @@ def run_tree_stats(workdir: str, num_problems: int, sims: list[int], batch: int,
                    overrides: dict) -> dict:
   config, tok, task, model_cfg, params, critic = load_quickstart(workdir)
   problems = dev_problems(task, config, num_problems)
-  calc = tools.make_calculator_critic(tok) if config["critics"].get("calculator") else None
+  calc = tools.make_task_checker(tok, task, bool(config["critics"].get("calculator")))
   crit, crit_params = critic_slots.critic_slots(
       value=None, prm=critic, orm=critic, step_checker=calc)
   rows = []
@@ -228,7 +228,7 @@ def run_quality(workdir: str, num_problems: int, sims: list[int], batch: int, ov
   """Accuracy / coverage of eta-MCTS against sampling baselines at matched FLOPs (dev split)."""
   config, tok, task, model_cfg, params, critic = load_quickstart(workdir)
   problems = dev_problems(task, config, num_problems)
-  calc = tools.make_calculator_critic(tok) if config["critics"].get("calculator") else None
+  calc = tools.make_task_checker(tok, task, bool(config["critics"].get("calculator")))
   crit, crit_params = critic_slots.critic_slots(prm=critic, orm=critic, step_checker=calc)
   p_policy = decoding.param_count(params)
   p_critic = decoding.critic_size(crit_params) if crit_params else p_policy

@@ -232,7 +232,11 @@ def build(spec: SearchSpec) -> Callable[..., nodes_lib.SearchOutput]:
       child_len = par_len + prop.lengths
       ends = opt_lib.option_is_terminal(prop.tokens, prop.lengths, spec.eos_id, answer_ids)
       terminal = (ends | (child_len >= c)) & new
-      failed = terminal & ~ends
+      # Finished with an answer: the answer line when the task has one (an EOS
+      # without it, or the completion limit, is a failure: score 0), else EOS.
+      answered = ends if answer_ids is None else opt_lib.option_is_terminal(
+          prop.tokens, prop.lengths, -1, answer_ids)
+      failed = terminal & ~answered
       ev = evaluate(prompt, prompt_mask, critic_params, child_tokens, child_len, prop.value,
                     terminal, failed, new)
       child_k = None if cfg.recompute_prefix else jnp.moveaxis(prop.cache.k[:, :, p:p + c], 1, 0)
@@ -250,7 +254,7 @@ def build(spec: SearchSpec) -> Callable[..., nodes_lib.SearchOutput]:
       node_emb = dict(
           path_k=child_k, path_v=child_v, tokens=child_tokens, length=child_len,
           option=prop.tokens, option_len=prop.lengths, logprob=prop.logprob,
-          next_logits=prop.next_logits, terminal=terminal, has_answer=ends & new,
+          next_logits=prop.next_logits, terminal=terminal, has_answer=answered & new,
           absorbing=~new, depth=emb.depth[rows, node] + 1, value=ev.value, prm=ev.prm, orm=orm,
           has_orm=has_orm, score=score, forward_passes=fwd,
           gen_tokens=prop.sampled_tokens + rl.gen_tokens,

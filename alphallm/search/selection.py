@@ -144,12 +144,17 @@ def terminal_nodes(t: TreeArrays, b: int) -> list[int]:
 
 
 def answer_candidates(t: TreeArrays, b: int, include_rollouts: bool = True) -> list[int]:
-  """Terminal nodes, then kept finished rollouts (as ``N + node``)."""
+  """Finished nodes (terminal with an answer), then kept finished rollouts (``N + node``).
+
+  A node cut by the completion limit, or ended without the answer line, is
+  no candidate (it scores 0 in the search).
+  """
+  nodes = [n for n in terminal_nodes(t, b) if t.has_answer[b, n]]
   if not include_rollouts:
-    return terminal_nodes(t, b)
+    return nodes
   real = t.real(b)
   kept = [t.num_nodes + n for n in range(real.shape[0]) if real[n] and t.rollout_finished[b, n]]
-  return terminal_nodes(t, b) + kept
+  return nodes + kept
 
 
 def orm_rerank_node(t: TreeArrays, b: int, include_rollouts: bool = True) -> int:

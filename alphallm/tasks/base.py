@@ -76,6 +76,9 @@ class Task(abc.ABC):
   # (``alphallm.search.expansion.same_step``); steps with any other difference,
   # e.g. ``7*8=56`` and ``7*8=54``, are never merged.
   same_step_ignored: ClassVar[str] = " \t"
+  # The step-checker hook's answer format: the characters an answer may use
+  # (``alphallm.tools.make_answer_format_critic``); None: answers are not checked.
+  answer_charset: ClassVar[str | None] = None
   # True when every solution line that starts with a digit is an unsigned
   # equation step ``a<op>b=c``: the calculator then judges such a line that is
   # not well formed as a wrong step (``parsing.check_step_line``).
