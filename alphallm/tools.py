@@ -139,14 +139,18 @@ def make_calculator_critic(tokenizer: Tokenizer, strict: bool = True):
   return critic
 
 
-def make_answer_format_critic(tokenizer: Tokenizer, answer_prefix: str, charset: str):
+def make_answer_format_critic(tokenizer: Tokenizer, answer_prefix: str, charset: str,
+                              restates_last_result: bool = False):
   """A jittable ``CriticFn``: 0.0 if the sequence's answer line is malformed, else 1.0.
 
   The answer line is the first occurrence of ``answer_prefix``' ids; what
   follows it to the end of the real tokens (a final EOS excepted) must be
   non-empty and made only of tokens whose text uses ``charset``
   (``Task.answer_charset``, e.g. an integer: ``"-0123456789"``). A sequence
-  without an answer line is not judged (1.0). Its ``params`` are ignored.
+  without an answer line is not judged (1.0). With ``restates_last_result``
+  (``Task.answer_restates_last_result``) the answer must also be the text
+  after the last ``=`` of the line before it, when there is one. Its
+  ``params`` are ignored.
   """
   prefix = np.asarray(tokenizer.encode(answer_prefix), np.int32)
   allowed = np.zeros((tokenizer.vocab_size,), bool)
@@ -157,6 +161,8 @@ def make_answer_format_critic(tokenizer: Tokenizer, answer_prefix: str, charset:
     allowed[i] = bool(text) and all(ch in charset for ch in text)
   prefix_j, allowed_j, eos = jnp.asarray(prefix), jnp.asarray(allowed), tokenizer.eos_id
   q = int(prefix.shape[0])
+  eq_ids = [i for i in range(tokenizer.vocab_size) if tokenizer.decode([i]) == "="]
+  eq_id = eq_ids[0] if eq_ids else -1
 
   def row(t: Int[Array, "S"], m: Bool[Array, "S"]) -> Float[Array, ""]:
     s = t.shape[0]
@@ -168,6 +174,14 @@ def make_answer_format_critic(tokenizer: Tokenizer, answer_prefix: str, charset:
     j = jnp.min(jnp.where(starts, idx, s))
     after = (idx >= j + q) & m & (t != eos)
     good = jnp.all(jnp.where(after, allowed_j[t], True)) & jnp.any(after)
+    if restates_last_result and eq_id >= 0:
+      e = jnp.max(jnp.where((idx < j) & m & (t == eq_id), idx, -1))
+      rhs_len = (j - 1) - (e + 1)                  # the newline before the answer line
+      n_after = after.sum()
+      a = t[jnp.clip(e + 1 + idx, 0, s - 1)]
+      b = t[jnp.clip(j + q + idx, 0, s - 1)]
+      same = (rhs_len == n_after) & jnp.all(jnp.where(idx < rhs_len, a == b, True))
+      good = good & ((e < 0) | same)
     return jnp.where(has & ~good, 0.0, 1.0)
 
   def critic(params, tokens: Int[Array, "N S"], mask: Bool[Array, "N S"]) -> Float[Array, "N"]:
@@ -185,7 +199,9 @@ def make_task_checker(tokenizer: Tokenizer, task, calculator: bool = True):
     parts.append(make_calculator_critic(tokenizer))
   charset = getattr(task, "answer_charset", None)
   if charset:
-    parts.append(make_answer_format_critic(tokenizer, task.answer_prefix, charset))
+    parts.append(make_answer_format_critic(
+        tokenizer, task.answer_prefix, charset,
+        bool(getattr(task, "answer_restates_last_result", False))))
   if not parts:
     return None
   if len(parts) == 1:

@@ -49,6 +49,7 @@ class ArithmeticTask(Task):
 
   name = "arithmetic"
   answer_charset = "-0123456789"   # the answer is an integer
+  answer_restates_last_result = True
   equation_steps = True
 
   def __init__(self, min_ops: int = 2, max_ops: int = 4, max_operand: int = 9,

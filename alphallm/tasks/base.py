@@ -79,6 +79,9 @@ class Task(abc.ABC):
   # The step-checker hook's answer format: the characters an answer may use
   # (``alphallm.tools.make_answer_format_critic``); None: answers are not checked.
   answer_charset: ClassVar[str | None] = None
+  # True when the answer line restates the result of the last step (``... =c`` then
+  # ``A: c``): the step checker then judges an answer line that does not.
+  answer_restates_last_result: ClassVar[bool] = False
   # True when every solution line that starts with a digit is an unsigned
   # equation step ``a<op>b=c``: the calculator then judges such a line that is
   # not well formed as a wrong step (``parsing.check_step_line``).

@@ -54,6 +54,7 @@ class CountdownTask(Task):
 
   name = "countdown"
   answer_charset = "-0123456789"   # the answer is an integer
+  answer_restates_last_result = True
   equation_steps = True
 
   def __init__(self, num_numbers: int = 4, max_number: int = 20, ops: str = "+-*/",
