@@ -149,7 +149,6 @@ def tokenize(s: str) -> tuple[list[tuple[str, object]], list[str]]:
 # --- Expression parser. ---
 
 _CLOSERS = {"(": ")", "[": "]", "{": "}"}
-_ATOM_START_OPS = ("(", "[", "{", "|")
 
 
 class _Parser:
