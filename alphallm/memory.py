@@ -12,6 +12,10 @@ gradients, ``mu``, ``nu``). LoRA (``alphallm.lora``) trains only the adapters:
 gradient, no moments) and, as an upper bound, one merged copy of the targeted
 kernels in the parameter dtype (``lora.merge`` feeds the plain forward; XLA
 may keep all merged kernels live until the backward pass uses them).
+
+``plan`` says which layout a state fits. Note: the LoRA step exists for the
+data-parallel layout only (``train.make_lora_train_step``); a LoRA state that
+``plan`` puts on ``"fsdp"`` still needs an FSDP LoRA step.
 """
 
 from __future__ import annotations
