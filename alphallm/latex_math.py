@@ -77,6 +77,7 @@ _TOKEN_RE = re.compile(
     r"\s*(?:(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
     r"|(?P<cmd>\\(?:[A-Za-z]+|[{}|]))"
     r"|(?P<word>(?:sqrt|pi|sin|cos|tan|log|ln|exp)(?![A-Za-z]))"
+    r"|(?P<text>[A-Za-z]{4,})"
     r"|(?P<sym>[A-Za-z](?:_(?:\{[A-Za-z0-9]{1,8}\}|[A-Za-z0-9]))?)"
     r"|(?P<op>\*\*|[-+*/^!()\[\]{},=|%_]))", re.ASCII)
 _REPEAT_RE = re.compile(r"\\overline\s*(?:\{([0-9]{1,12})\}|([0-9]))|\(([0-9]{1,12})\)", re.ASCII)
@@ -138,6 +139,9 @@ def tokenize(s: str) -> tuple[list[tuple[str, object]], list[str]]:
       cmd = m.group("cmd") or "\\" + m.group("word")
       cmd = _CMD_ALIASES.get(cmd, cmd)
       tokens.append(("op", cmd) if cmd in ("*", "/", "|") else ("cmd", cmd))
+    elif m.group("text") is not None:
+      # A run of 4+ letters is a word ("Evelyn"), one symbol: not a product of its letters.
+      tokens.append(("sym", "text:" + m.group("text")))
     elif m.group("sym") is not None:
       tokens.append(("sym", m.group("sym").replace("{", "").replace("}", "")))
     else:
