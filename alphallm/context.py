@@ -46,6 +46,10 @@ class Context:
   def path(self, *parts: str) -> str:
     return os.path.join(self.workdir, *parts)
 
+  def search_manifest(self, round_: int) -> str:
+    """The manifest of round ``round_``'s trajectory shards (``trajectories.write_manifest``)."""
+    return self.path(f"round{round_}", "search_manifest.json")
+
   def rng(self, *tags: Any) -> jax.Array:
     """A key that depends only on the seed and the phase's tags (resumable)."""
     key = jax.random.key(self.config.seed)

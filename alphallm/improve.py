@@ -22,6 +22,7 @@ from alphallm import metrics as metrics_lib
 from alphallm import model as model_lib
 from alphallm import schema
 from alphallm import train
+from alphallm import trajectories as traj_lib
 from alphallm.context import Context
 
 
@@ -59,7 +60,9 @@ def round_dataset(ctx: Context, round_: int) -> dict[str, np.ndarray] | None:
   rounds = range(1, round_ + 1) if lc.cumulative else [round_]
   prompts, completions = [], []
   for r in rounds:
-    for rec in ctx.store.records(r):
+    # Exactly the shards the round's search recorded: a missing or changed one is an
+    # error naming it (trajectories.ManifestError), never less data.
+    for rec in traj_lib.read_manifest_records(ctx.search_manifest(r)):
       if rec["final"]["kept"]:
         prompts.append(rec["prompt"])
         completions.append(rec["completion"])
@@ -83,7 +86,7 @@ def distillation_dataset(ctx: Context, round_: int) -> dict[str, np.ndarray]:
   option distribution against the improved policy, AlphaZero-style.
   """
   prompts, options, weights = [], [], []
-  for rec in ctx.store.records(round_):
+  for rec in traj_lib.read_manifest_records(ctx.search_manifest(round_)):
     extra = rec.get("extra", {})
     for option, w in zip(extra.get("root_options", []), extra.get("action_weights", [])):
       if option and w > 1e-3:

@@ -56,6 +56,7 @@ from alphallm import plots
 from alphallm import progress
 from alphallm import sampling
 from alphallm import trajectories as traj_lib
+from alphallm import workdir as workdir_lib
 from alphallm.context import Context
 from alphallm.search import selection
 from alphallm.tasks import Problem
@@ -116,7 +117,9 @@ def imagine(ctx: Context, round_: int, params) -> list[Problem]:
   ``held_out_prompts``.
   """
   path = ctx.path(f"round{round_}", "prompts.jsonl")
-  if os.path.exists(path):
+  stats_path = ctx.path(f"round{round_}", "imagination.json")
+  phase = f"round{round_}/imagine"
+  if workdir_lib.phase_done(ctx.workdir, phase):
     return builders.read_problems(path)
   lc = ctx.config.loop
   num = round_size(ctx.config, round_)
@@ -133,7 +136,8 @@ def imagine(ctx: Context, round_: int, params) -> list[Problem]:
   if not problems:
     raise RuntimeError(f"imagination produced no prompts in round {round_}: {stats}")
   builders.write_problems(path, problems)
-  io_utils.atomic_write_json(ctx.path(f"round{round_}", "imagination.json"), stats)
+  io_utils.atomic_write_json(stats_path, stats)
+  workdir_lib.mark_phase_done(ctx.workdir, phase, [path, stats_path])
   progress.report("round %d: imagined %d prompts", round_, len(problems))
   return problems
 
@@ -213,7 +217,12 @@ def search(ctx: Context, round_: int, params, critics, problems: Sequence[Proble
     for i in progress.bar(missing, desc=f"search round {round_}"):
       records = _search_shard(ctx, round_, i, params, search_fn, crit_params, shards[i])
       ctx.store.write_shard(round_, i, records)
-  records = ctx.store.records(round_)
+  manifest = ctx.search_manifest(round_)
+  if os.path.exists(manifest):
+    traj_lib.verify_manifest(manifest)  # a regenerated shard that differs is named
+  else:
+    ctx.store.write_manifest(manifest, [round_], phase=f"search_round{round_}")
+  records = traj_lib.read_manifest_records(manifest)
   kept = [r for r in records if r["final"]["kept"]]
   ctx.writer.write(f"search_round{round_}", round_, {
       "prompts": len(records), "kept": len(kept),

@@ -15,13 +15,27 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from alphallm import checkpoint
 from alphallm import experiment
+from alphallm import io_utils
 from alphallm import schema
+from alphallm import train
+from alphallm import trajectories
+from alphallm import workdir as workdir_lib
+
+# Errors that say all there is to say in one line (the traceback with --debug).
+ONE_LINE_ERRORS = (schema.ConfigError, workdir_lib.WorkdirError, io_utils.WriteError,
+                   trajectories.TrajectoryFileError, checkpoint.CheckpointIntegrityError,
+                   checkpoint.NonFiniteStateError, train.NonFiniteLossError)
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and results.")
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (a .py with get_config()).", lock_config=True)
-_DEBUG = flags.DEFINE_boolean("debug", False, "Show tracebacks of configuration errors.")
+_DEBUG = flags.DEFINE_boolean("debug", False, "Show the traceback of an error.")
+_CONTINUE_WITH = flags.DEFINE_list(
+    "continue_with", [], "Config keys that may differ from the config the workdir was made "
+    "with (only loop.rounds and eval.methods): continue a run with more rounds or other "
+    "evaluation methods.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -32,8 +46,9 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every file at INFO.
   logging.info("config:\n%s", _CONFIG.value)
   try:
-    experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except schema.ConfigError as e:
+    experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                                  allow_changes=_CONTINUE_WITH.value)
+  except ONE_LINE_ERRORS as e:
     if _DEBUG.value:
       raise
     print(f"error: {e}", file=sys.stderr)
