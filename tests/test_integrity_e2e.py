@@ -16,7 +16,7 @@ the loop's wiring of those pieces:
   ``ManifestError`` and non-finite abort as one line (no traceback without
   ``--debug``).
 
-Until that wiring lands they are skipped unless ``ALPHALLM_E2E_WIRED=1``.
+The wiring has landed: they run by default (the soak is marked slow).
 The lock test needs no wiring and always runs.
 """
 
