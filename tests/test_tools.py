@@ -125,3 +125,23 @@ def test_lines_only_the_host_parser_reads_are_not_judged_in_graph(line):
   """Signs, spaces and numbers over MAX_DIGITS: the host judges, the machine leaves them."""
   assert parsing.check_step_line(line, strict=False) is False
   assert _score([f"Q: x\n{line}\nA: 1"], critic=LENIENT)[0] == 1.0
+
+
+def test_answer_format_checker():
+  """Malformed answer lines score 0 (an integer restating the last step), others 1."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from alphallm.tokenizer import CharTokenizer  # pylint: disable=g-import-not-at-top
+  tok = CharTokenizer()
+  check = tools.make_answer_format_critic(tok, "A: ", "-0123456789", restates_last_result=True)
+  loose = tools.make_answer_format_critic(tok, "A: ", "-0123456789")
+  texts = ["3+3=6\nA: 6", "3+3=6\nA: 63", "3+3=6\nA: 6+1", "3+3=6\nA: 4A: 2", "3+3=6\n",
+           "A: -5", "3+3=6\nA: "]
+  s = 20
+  rows, masks = [], []
+  for t in texts:
+    ids = tok.encode(t) + [tok.eos_id]
+    rows.append(ids + [tok.pad_id] * (s - len(ids)))
+    masks.append([True] * len(ids) + [False] * (s - len(ids)))
+  rows, masks = jnp.asarray(rows), jnp.asarray(masks)
+  assert check(None, rows, masks).tolist() == [1, 0, 0, 0, 1, 1, 0]
+  assert loose(None, rows, masks).tolist() == [1, 1, 0, 0, 1, 1, 0]
