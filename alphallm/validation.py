@@ -114,13 +114,17 @@ def check_task(config: ml_collections.ConfigDict) -> None:
         fail(f"{section}.{k}", v, f"not a knob of task {name!r}", ", ".join(allowed))
 
 
-def check_names(config: ml_collections.ConfigDict) -> None:
-  """Paths, mappings and names that depend on other keys."""
+def check_paths(config: ml_collections.ConfigDict) -> None:
+  """The local files a config names exist (nothing is ever downloaded)."""
   for path in ("model.checkpoint", "model.tokenizer", "critics.checkpoint"):
     value = _get(config, path)
     if value and not os.path.exists(value):
       fail(path, value, "does not exist (checkpoints and tokenizers are read from local "
            "paths, never downloaded)")
+
+
+def check_names(config: ml_collections.ConfigDict) -> None:
+  """Mappings and names that depend on other keys."""
   mix = _check_mapping("loop.imagination_mix", config.loop.imagination_mix)
   for source, weight in mix.items():
     if source not in schema.IMAGINATION_SOURCES:
@@ -226,5 +230,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ``ConfigError`` naming the first bad key; returns None for a config that runs."""
   check_keys(config)
   check_task(config)
+  check_paths(config)
   check_names(config)
   check_consistency(config)
