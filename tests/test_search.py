@@ -451,9 +451,10 @@ def test_answer_selection(full_search):
       assert not t.real_children(b, n)
   rerank = selection.select_nodes(t, "orm_rerank")
   for b, n in enumerate(rerank):
-    terms = selection.terminal_nodes(t, b)
+    terms = selection.answer_candidates(t, b, include_rollouts=False)
+    assert all(t.terminal[b, x] and t.has_answer[b, x] for x in terms)
     if terms:
-      assert t.terminal[b, n] and t.orm[b, n] == max(t.orm[b, x] for x in terms)
+      assert n in terms and t.orm[b, n] == max(t.orm[b, x] for x in terms)
   vote = selection.select_nodes(t, "orm_vote", tokenizer=TOK, extract_answer=lambda s: s[:1])
   assert vote.shape == (3,)
 
