@@ -10,7 +10,6 @@ labels: training data only), calibrates each on held-out samples
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 
 import numpy as np
@@ -24,7 +23,8 @@ from alphallm import progress
 from alphallm import sharding
 from alphallm import train
 from alphallm.context import Context
-from alphallm.search import mcts
+from alphallm import tools
+from alphallm.search import critic_slots
 
 
 def train_critics(ctx: Context, policy_params) -> dict[str, critics_lib.Critic]:
@@ -134,26 +134,17 @@ def calibrate(ctx: Context, critic, policy_params, base) -> dict[str, float]:
 
 
 def search_slots(ctx: Context, critics: dict[str, critics_lib.Critic]):
-  """``(mcts.Critics, critic_params)``: the PRM and ORM slots of the node score.
+  """``(mcts.Critics, critic_params)``: the value, PRM and ORM slots of the node score.
 
-  A trained "prm" critic fills the PRM slot and an "orm" critic the ORM
-  slot; a "value" critic fills whichever slot has no dedicated critic. With
-  ``config.critics.calculator`` both slots are tool-augmented: the in-graph
-  step calculator (``alphallm.tools``) multiplies the learned score, so a
-  state with a wrong arithmetic step scores 0.
+  Each trained critic fills its own slot (``search.critic_slots``); a slot
+  with no dedicated critic is filled by the "value" critic, so a run that
+  trains only a value function still scores steps and answers with it. The
+  task's step checker (``tools.make_task_checker``: the calculator when
+  ``config.critics.calculator``, and the answer-format check of tasks that
+  declare ``answer_charset``) multiplies every slot, so a state with a wrong
+  step scores 0. No slot ever sees the answer key.
   """
   value = critics.get("value")
-  crit, params = critics_lib.search_critics(prm=critics.get("prm", value),
-                                            orm=critics.get("orm", value))
-  if ctx.config.critics.calculator:
-    crit = mcts.Critics(prm=_tool_augmented(crit.prm, ctx.calculator),
-                        orm=_tool_augmented(crit.orm, ctx.calculator))
-  return crit, params
-
-
-@functools.lru_cache(maxsize=None)
-def _tool_augmented(fn, calculator):
-  """``calculator * fn`` (the calculator alone when there is no learned critic)."""
-  if fn is None:
-    return calculator
-  return lambda p, tokens, mask: calculator(p, tokens, mask) * fn(p, tokens, mask)
+  checker = tools.make_task_checker(ctx.tokenizer, ctx.task, ctx.config.critics.calculator)
+  return critic_slots.critic_slots(value=value, prm=critics.get("prm", value),
+                                   orm=critics.get("orm", value), step_checker=checker)

@@ -27,7 +27,6 @@ cost (the paper's Table 7):
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 
@@ -263,70 +262,3 @@ def critic_size(critic_params) -> int:
   if isinstance(critic_params, dict) and set(critic_params) <= {"value", "prm", "orm"}:
     return max(param_count(p) for p in critic_params.values())
   return param_count(critic_params)
-
-
-MULTI_SAMPLE = ("self_consistency", "best_of", "weighted_vote", "orm_rerank", "pass")
-
-
-def build_methods(names, *, model_cfg, tokenizer, task, eval_settings, search_settings=None,
-                  critics=None, critic_params=None, keep_search_output: bool = False
-                  ) -> dict:
-  """Every decoding method of ``names``: ``{name: (DecodeFn, Selector | None)}``.
-
-  Plain values only: ``eval_settings`` is a mapping / object with
-  ``max_new_tokens`` and ``temperature``; ``search_settings`` a search config
-  (``mcts.default_search_config()``-like); ``critics`` / ``critic_params`` the
-  search's critic slots (``alphallm.search.critic_slots``).
-
-  Names: ``greedy``, ``sampling``, ``self_consistency@N`` (majority vote),
-  ``best_of@N`` (the highest-scored of N by the trained critic: the value
-  slot, else the ORM slot), ``weighted_vote@N`` (answers weighted by that
-  critic), ``orm_rerank@N`` (the ORM slot's best), ``pass@N`` (N samples,
-  the first returned: for pass@N / coverage reporting), ``mcts`` (eta-MCTS
-  with ``search_settings``' answer selection) and ``mcts_token`` (the same at
-  token granularity). Without trained critics the re-rankers use the
-  policy's value head.
-  """
-  from alphallm.search import mcts  # pylint: disable=g-import-not-at-top
-  from alphallm.search import selection  # pylint: disable=g-import-not-at-top
-  get = (lambda k: eval_settings[k]) if isinstance(eval_settings, dict) else (
-      lambda k: getattr(eval_settings, k))
-  max_new, temp = int(get("max_new_tokens")), float(get("temperature"))
-  tok, eos, pad = tokenizer, tokenizer.eos_id, tokenizer.pad_id
-  critics = critics or mcts.Critics()
-  size = critic_size(critic_params)
-  ranker = critics.value or critics.orm
-  out = {}
-  for name in names:
-    base, _, n = name.partition("@")
-    if name == "greedy":
-      out[name] = (make_sampler(model_cfg, max_new, eos, pad_id=pad), None)
-    elif name == "sampling":
-      out[name] = (make_sampler(model_cfg, max_new, eos, temperature=temp, pad_id=pad), None)
-    elif base in MULTI_SAMPLE and n.isdigit() and int(n) > 0:
-      fn = make_multi_sampler(model_cfg, int(n), max_new, eos, temp, pad_id=pad)
-      critic = critics.orm if base == "orm_rerank" else ranker
-      if base in ("best_of", "weighted_vote", "orm_rerank") and critic is not None:
-        fn = make_critic_reranker(fn, critic, critic_params, size, pad_id=pad, eos_id=eos)
-      selector = {"self_consistency": select_majority, "best_of": select_max_score,
-                  "weighted_vote": select_weighted_vote, "orm_rerank": select_max_score,
-                  "pass": None}[base]
-      out[name] = (fn, selector)
-    elif name in ("mcts", "mcts_token"):
-      if search_settings is None:
-        raise ValueError(f"decoding method {name!r} needs search settings")
-      cfg = mcts.SearchConfig.from_config(search_settings)
-      if name == "mcts_token":
-        cfg = dataclasses.replace(cfg, granularity="token",
-                                  merge=dataclasses.replace(cfg.merge, enabled=False))
-      out[name] = (selection.make_search_decoder(
-          model_cfg, cfg, eos, tok.token_ids_ending_with(task.step_delimiter), critics,
-          tokenizer=tok, extract_answer=task.extract_answer,
-          answer_prefix_ids=tok.encode(task.answer_prefix), critic_params=critic_params,
-          pad_id=pad, bos_id=tok.bos_id,
-          same_step_ignored_ids=mcts.same_step_token_ids(tok, task.same_step_ignored),
-          keep_output=keep_search_output), None)
-    else:
-      raise ValueError(f"unknown decoding method {name!r}; known: 'greedy', 'sampling', "
-                       "'mcts', 'mcts_token', " + ", ".join(f"'{m}@N'" for m in MULTI_SAMPLE))
-  return out

@@ -15,6 +15,7 @@ import tqdm
 
 from alphallm import decoding
 from alphallm import sampling
+from alphallm.search import selection
 from alphallm.tasks import Problem, Task
 from alphallm.tokenizer import Tokenizer
 
@@ -92,7 +93,6 @@ def tree_contains_correct(task: Task, tokenizer: Tokenizer, problems: Sequence[P
   Reads the answer key, so it runs only after the search, for reporting;
   nothing the search returns depends on it.
   """
-  from alphallm.search import selection  # pylint: disable=g-import-not-at-top
   t = selection.TreeArrays(output)
   out = []
   for b, prob in enumerate(problems):

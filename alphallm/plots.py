@@ -332,3 +332,33 @@ def write_plots(workdir: str) -> list[str]:
   text = strip_plots_section(text).rstrip("\n") + "\n\n" + plots_section(paths, workdir)
   io_utils.atomic_write_text(md_path, text)
   return paths
+
+
+def rebuild_side_files(workdir: str) -> list[str]:
+  """Regenerates what is derived from ``DIR/results.json``; returns the paths written.
+
+  ``results.md`` is rewritten from the rows when it differs from them (a
+  kill between the two writes leaves it a row short); the plots are redrawn
+  (``alphallm.write_plots``) when an earlier run drew them. Nothing is
+  written without ``results.json``.
+  """
+  json_path = os.path.join(workdir, "results.json")
+  if not os.path.exists(json_path):
+    return []
+  rows = results_lib.read_rows(json_path)
+  md_path = os.path.join(workdir, "results.md")
+  written = []
+  want = results_lib.to_markdown(rows)
+  current = None
+  if os.path.exists(md_path):
+    with open(md_path, encoding="utf-8") as f:
+      current = f.read()
+  table = strip_plots_section(current).rstrip("\n") + "\n" if current else None
+  if table != want:
+    io_utils.atomic_write_text(md_path, want)
+    written.append(md_path)
+  if rows and os.path.isdir(os.path.join(workdir, PLOTS_DIR)):
+    written.extend(write_plots(workdir))
+    if md_path not in written:
+      written.append(md_path)
+  return written

@@ -11,7 +11,7 @@ Round 0 is before any self-improvement. A row is identified by
 replaces the old one, so a resumed run never duplicates rows.
 
 ``results.md`` (and the plots) are derived from ``results.json``:
-``rebuild_side_files(workdir)`` regenerates them, e.g. on start after a kill
+``plots.rebuild_side_files(workdir)`` regenerates them, e.g. on start after a kill
 that landed between writing ``results.json`` and ``results.md``. A bad row
 in ``results.json`` is an error naming the file and the row.
 """
@@ -85,34 +85,3 @@ def to_markdown(rows: list[Mapping[str, Any]]) -> str:
         f"| {r['num_problems']} | {r['forward_passes_per_problem']:.1f} "
         f"| {r['tokens_per_problem']:.1f} | {r.get('seed', '')} |")
   return "\n".join(lines) + "\n"
-
-
-def rebuild_side_files(workdir: str) -> list[str]:
-  """Regenerates what is derived from ``DIR/results.json``; returns the paths written.
-
-  ``results.md`` is rewritten from the rows when it differs from them (a
-  kill between the two writes leaves it a row short); the plots are redrawn
-  (``alphallm.plots.write_plots``) when an earlier run drew them. Nothing is
-  written without ``results.json``.
-  """
-  json_path = os.path.join(workdir, "results.json")
-  if not os.path.exists(json_path):
-    return []
-  rows = read_rows(json_path)
-  md_path = os.path.join(workdir, "results.md")
-  written = []
-  want = to_markdown(rows)
-  current = None
-  if os.path.exists(md_path):
-    with open(md_path, encoding="utf-8") as f:
-      current = f.read()
-  from alphallm import plots  # pylint: disable=import-outside-toplevel (plots imports results)
-  table = plots.strip_plots_section(current).rstrip("\n") + "\n" if current else None
-  if table != want:
-    io_utils.atomic_write_text(md_path, want)
-    written.append(md_path)
-  if rows and os.path.isdir(os.path.join(workdir, plots.PLOTS_DIR)):
-    written.extend(plots.write_plots(workdir))
-    if md_path not in written:
-      written.append(md_path)
-  return written

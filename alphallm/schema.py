@@ -294,25 +294,39 @@ def _search_keys(p: str = "search") -> list[Key]:
       Key(f"{p}.prior", "count", "count (multiplicity of samples) or logprob",
           one_of(*PRIORS)),
       Key(f"{p}.gumbel_scale", 1.0, "Gumbel MuZero's noise scale", at_least(0)),
-      Key(f"{p}.max_num_considered_actions", 16, "Gumbel MuZero's root actions considered",
+      Key(f"{p}.max_num_considered_actions", 16, "Gumbel MuZero's root actions considered "
+          "(unused by the on-demand engine)",
           at_least(1, True)),
-      Key(f"{p}.pb_c_init", 1.0, "PUCT / UCT exploration constant c", at_least(0)),
+      Key(f"{p}.pb_c_init", 1.0, "PUCT's exploration constant", at_least(0)),
+      Key(f"{p}.uct_c", 1.0, "UCT's exploration constant c (the paper's rule, no prior)",
+          at_least(0)),
       Key(f"{p}.pb_c_base", 19652.0, "PUCT's c_base", at_least(1)),
       Key(f"{p}.dirichlet_fraction", 0.25, "PUCT root noise fraction", in_range(0, 1)),
       Key(f"{p}.dirichlet_alpha", 0.3, "PUCT root noise concentration", at_least(0)),
+      Key(f"{p}.resample_tries", 4, "draws to replace a sampled step that is the same step as "
+          "a sibling (state merge)", at_least(1, True)),
+      Key(f"{p}.min_solutions", 0, "finished solutions per tree: the best unfinished leaves "
+          "are completed after the search until there are this many", at_least(0, True)),
+      Key(f"{p}.widening.c", 1.0, "progressive widening: a node with N visits may have "
+          "ceil(c N^alpha) children", above(0)),
+      Key(f"{p}.widening.alpha", 0.5, "progressive widening exponent", in_range(0, 1)),
       Key(f"{p}.recompute_prefix", False, "re-encode the prefix at each expansion (to "
           "measure the gain of KV reuse)", is_bool),
       Key(f"{p}.adaptive_branching.enabled", False, "importance-based child counts",
           is_bool),
       Key(f"{p}.adaptive_branching.alpha", 1.0, "n(s) = max(c_min, min(floor(alpha I(s)) + "
           "1, c_max))", at_least(0)),
+      Key(f"{p}.adaptive_branching.importance_unit", 0.1, "importance per extra child, for "
+          "critics in [0, 1] (1.0: the paper as printed; worked numbers in "
+          "alphallm/search/settings.py)", above(0)),
       Key(f"{p}.adaptive_branching.c_min_root", 2, "c_min at the root", at_least(1, True)),
       Key(f"{p}.adaptive_branching.c_max_root", 4, "c_max at the root", at_least(1, True)),
       Key(f"{p}.adaptive_branching.c_min", 1, "c_min below the root", at_least(1, True)),
       Key(f"{p}.adaptive_branching.c_max", 4, "c_max below the root", at_least(1, True)),
-      Key(f"{p}.merge.enabled", False, "state merge of near-duplicate siblings", is_bool),
-      Key(f"{p}.merge.threshold", 2, "edit distance (tokens) under which siblings merge",
-          at_least(0, True)),
+      Key(f"{p}.merge.enabled", False, "state merge: a sampled step that is the same step as "
+          "a sibling is resampled", is_bool),
+      Key(f"{p}.merge.threshold", 2, "unused: siblings merge when the task's same-step hook "
+          "says they are the same step (Task.same_step_ignored)", at_least(0, True)),
       Key(f"{p}.rollout.enabled", False, "fast rollouts from new nodes, scored by the ORM",
           is_bool),
       Key(f"{p}.rollout.num_rollouts", 4, "rollouts per new node", at_least(1, True)),

@@ -44,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from alphallm import io_utils
+from alphallm import plots
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +337,7 @@ class Workdir:
       writes, trajectory shards, checksum records; orbax's temporary step
       directories are orbax's to clean);
     * with ``rebuild``, regenerates ``results.md`` and the plots from
-      ``results.json`` (``results.rebuild_side_files``) when they lag it.
+      ``results.json`` (``plots.rebuild_side_files``) when they lag it.
     """
     self.check_owner()
     removed = io_utils.cleanup_temp_files(self.path)
@@ -344,8 +345,7 @@ class Workdir:
       log.warning("removed %s (left by an interrupted write)", path)
     rebuilt: list[str] = []
     if rebuild:
-      from alphallm import results  # pylint: disable=import-outside-toplevel
-      rebuilt = results.rebuild_side_files(self.path)
+      rebuilt = plots.rebuild_side_files(self.path)
       for path in rebuilt:
         log.info("rebuilt %s from results.json", path)
     return {"removed": removed, "rebuilt": rebuilt}

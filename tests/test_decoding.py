@@ -2,6 +2,7 @@ import jax
 import numpy as np
 
 from alphallm import decoding
+from alphallm import methods as methods_lib
 from alphallm import sampling
 from alphallm import testing
 from alphallm.tasks import get_task
@@ -108,7 +109,7 @@ def test_flops_and_critic_rerank_accounting():
 def test_build_methods_by_name():
   tok = CharTokenizer()
   cfg = testing.tiny_config()
-  methods = decoding.build_methods(
+  methods = methods_lib.build_methods(
       ["greedy", "self_consistency@2", "best_of@2", "orm_rerank@2", "weighted_vote@2"],
       model_cfg=cfg, tokenizer=tok, task=TASK,
       eval_settings={"max_new_tokens": 8, "temperature": 1.0})
@@ -117,5 +118,5 @@ def test_build_methods_by_name():
   assert methods["best_of@2"][1] is decoding.select_max_score
   import pytest  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="unknown decoding method 'nope'"):
-    decoding.build_methods(["nope"], model_cfg=cfg, tokenizer=tok, task=TASK,
+    methods_lib.build_methods(["nope"], model_cfg=cfg, tokenizer=tok, task=TASK,
                            eval_settings={"max_new_tokens": 8, "temperature": 1.0})

@@ -468,7 +468,7 @@ def test_rebuild_redraws_plots_when_a_run_drew_them(tmp_path):
   plots.write_plots(str(tmp_path))
   with_plots = open(res.md_path).read()
   io_utils.atomic_write_text(res.md_path, results_lib.to_markdown(res.rows[:1]))
-  written = results_lib.rebuild_side_files(str(tmp_path))
+  written = plots.rebuild_side_files(str(tmp_path))
   assert res.md_path in written and len(written) == 3
   assert open(res.md_path).read() == with_plots
 

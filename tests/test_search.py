@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from alphallm import decoding
+from alphallm import methods as methods_lib
 from alphallm import sampling
 from alphallm import testing
 from alphallm.search import beam
@@ -367,7 +368,7 @@ def test_search_cannot_reach_the_answer_key(model):
   task = _TrapTask()
   problems = task.inner.generate(seed=0, num=3)
   sc = _config(num_simulations=4, max_completion_len=12)
-  methods = decoding.build_methods(["greedy", "pass@2", "mcts"], model_cfg=cfg, tokenizer=TOK,
+  methods = methods_lib.build_methods(["greedy", "pass@2", "mcts"], model_cfg=cfg, tokenizer=TOK,
                                    task=task, eval_settings={"max_new_tokens": 12,
                                                              "temperature": 1.0},
                                    search_settings=sc, keep_search_output=True)

@@ -21,6 +21,8 @@ solutions. The prompt's KV is computed once; a node stores only its path.
 
 from __future__ import annotations
 
+import collections
+
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -37,6 +39,20 @@ from alphallm.search import options as opt_lib
 from alphallm.search import rollouts as rollouts_lib
 from alphallm.search import tree_ops
 from alphallm.search.settings import SearchConfig
+
+_TRACES: collections.Counter = collections.Counter()
+
+
+def count_trace(cfg: SearchConfig) -> None:
+  """Called once per trace of a search function of ``cfg``."""
+  _TRACES[cfg] += 1
+
+
+def num_traces(search_config: Any = None) -> int:
+  """How many times search functions (of ``search_config``, or any) have been traced."""
+  if search_config is None:
+    return sum(_TRACES.values())
+  return _TRACES[SearchConfig.from_config(search_config)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,8 +185,7 @@ def build(spec: SearchSpec) -> Callable[..., nodes_lib.SearchOutput]:
                               active)
 
   def search(params, prompt, prompt_mask, rng, critic_params=None, rollout_params=None):
-    from alphallm.search import mcts  # the trace counter  # pylint: disable=g-import-not-at-top
-    mcts.count_trace(cfg)
+    count_trace(cfg)
     b, p = prompt.shape
     critic_params = params if critic_params is None else critic_params
     rollout_params = params if rollout_params is None else rollout_params

@@ -45,7 +45,6 @@ H head dim, V vocabulary.
 
 from __future__ import annotations
 
-import collections
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -62,19 +61,8 @@ from alphallm.search.settings import (ANSWER_SELECTIONS, GRANULARITIES, POLICIES
                                       WideningConfig, default_search_config)
 from alphallm.tokenizer import BOS_ID, PAD_ID
 
-_TRACES: collections.Counter = collections.Counter()
-
-
-def count_trace(cfg: SearchConfig) -> None:
-  """Called once per trace of a search function of ``cfg``."""
-  _TRACES[cfg] += 1
-
-
-def num_traces(search_config: Any = None) -> int:
-  """How many times search functions (of ``search_config``, or any) have been traced."""
-  if search_config is None:
-    return sum(_TRACES.values())
-  return _TRACES[SearchConfig.from_config(search_config)]
+count_trace = engine.count_trace
+num_traces = engine.num_traces
 
 
 def bytes_per_node(model_config: model_lib.TransformerConfig, search_config: Any) -> dict:

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from alphallm.tasks import parsing, register
+from alphallm.tasks import parsing
+from alphallm.tasks.registry import register
 from alphallm.tasks.base import Problem, Task
 
 # Completions longer than this are rejected unread.

@@ -21,7 +21,7 @@ import numpy as np
 
 from alphallm import graders
 from alphallm.datasets import gsm8k as gsm8k_data
-from alphallm.tasks import register
+from alphallm.tasks.registry import register
 from alphallm.tasks.base import Problem, Task
 
 PROMPT_FORMATS = ("plain", "chat")

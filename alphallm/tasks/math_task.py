@@ -27,7 +27,7 @@ import numpy as np
 
 from alphallm import graders
 from alphallm.datasets import math_dataset
-from alphallm.tasks import register
+from alphallm.tasks.registry import register
 from alphallm.tasks.base import Problem, Task
 
 # Texts longer than this have no options (``option_boundaries`` returns []).
