@@ -49,11 +49,11 @@ of 128, F=28672, V=32000, untied; + 8193 for the value head):
   327,680 B (320 KiB) per token (2 x L x K x H x 2 B). One problem searched
   with these settings (``sharding.search_memory_bytes``: 231 nodes keeping
   their 384-token paths, 768 prompt slots, 60 candidate rows, 4 rollout rows)
-  holds 55.24 GB: tree 29.07 GB, prompt 0.25 GB, candidate sampling
+  holds 55.27 GB: tree 29.10 GB, prompt 0.25 GB, candidate sampling
   23.91 GB, rollouts 2.01 GB. With ``search_batch_size = 4``: 137.95 + 4 x
-  55.24 = 359 GB in total, e.g. 8 x H100-80GB (640 GB) or a TPU v5p-16
+  55.27 = 359 GB in total, e.g. 8 x H100-80GB (640 GB) or a TPU v5p-16
   (8 chips, 760 GB), provided the search's arrays are sharded as well as the
-  weights; ``search.recompute_prefix = True`` drops the tree's KV (29.07 GB
+  weights; ``search.recompute_prefix = True`` drops the tree's KV (29.10 GB
   per problem) for more compute.
 
 Hardware: training needs a TPU v5p-64 or v4-128 pod slice (multi-host) or

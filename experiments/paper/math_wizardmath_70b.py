@@ -55,12 +55,12 @@ the value head; a vocabulary padded to 32001 adds 16384):
   327,680 B (320 KiB) per token (2 x L x K x H x 2 B). One problem searched
   with these settings (``sharding.search_memory_bytes``: 342 nodes keeping
   their 640-token paths, 512 prompt slots, 60 candidate rows, 4 rollout rows)
-  holds 99.42 GB: tree 71.73 GB, prompt 0.17 GB, candidate sampling
+  holds 99.46 GB: tree 71.78 GB, prompt 0.17 GB, candidate sampling
   25.17 GB, rollouts 2.35 GB. With ``search_batch_size = 4``: 137.95 + 4 x
-  99.42 = 536 GB in total, e.g. 8 x H100-80GB (640 GB, tight) or a TPU
+  99.46 = 536 GB in total, e.g. 8 x H100-80GB (640 GB, tight) or a TPU
   v5p-16 (8 chips, 760 GB), provided the search's arrays are sharded as well
   as the weights; ``search.recompute_prefix = True`` drops the tree's KV
-  (71.73 GB per problem) for more compute.
+  (71.78 GB per problem) for more compute.
 
 Hardware: training needs a TPU v5p-64 or v4-128 pod slice (multi-host) or
 16-32 x H100-80GB (2-4 hosts of 8); search alone fits one 8-GPU host.
