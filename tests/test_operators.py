@@ -17,10 +17,12 @@ import pytest
 from alphallm import data
 from alphallm import decoding
 from alphallm import operators
+from alphallm import sampling
 from alphallm import testing
 from alphallm import train_core
 from alphallm.operators import base, distill, dpo, grpo, rft, sft
 from alphallm.operators import tree as tree_lib
+from alphallm.search import export, mcts, selection
 from alphallm.tokenizer import CharTokenizer
 
 LN2 = math.log(2.0)
@@ -402,7 +404,8 @@ def test_distill_loss_by_hand_and_gradient_toward_the_target():
 def test_distill_rows_encode_as_weighted_sft_rows():
   cfg = testing.tiny_config()
   params = testing.random_params(cfg, seed=6, scale=0.3)
-  rows = [distill.DistillRow("1+1=", "2\n", 0.75, False), distill.DistillRow("1+1=", "3", 0.25, True)]
+  rows = [distill.DistillRow("1+1=", "2\n", 0.75, False),
+          distill.DistillRow("1+1=", "3", 0.25, True)]
   batch = distill.encode_rows(TOK, rows, 12, scale=2.0)
   np.testing.assert_allclose(batch["weight"], [1.5, 0.5])
   np.testing.assert_allclose(batch["loss_mask"].sum(1), [1.5 * 2, 0.5 * 2])  # "2\n"; "3"+EOS
@@ -410,3 +413,36 @@ def test_distill_rows_encode_as_weighted_sft_rows():
   seq = base.sequence_logprobs(params, cfg, batch["tokens"], batch["token_mask"],
                                batch["loss_mask"])
   np.testing.assert_allclose(loss, -(1.5 * seq[0] + 0.5 * seq[1]) / 2.0, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# A real eta-MCTS tree, with DPO's implicit reward as its PRM critic.
+
+
+def test_a_real_search_scored_by_the_implicit_reward_gives_pairs_and_node_rows():
+  cfg = testing.tiny_config()
+  policy = testing.random_params(cfg, seed=1, scale=0.3)
+  reference = testing.random_params(cfg, seed=2, scale=0.3)
+  ids, mask = (jnp.asarray(x) for x in sampling.encode_prompts(TOK, ["Q: 1+2\n", "Q: 7\n"]))
+  sc = mcts.default_search_config()
+  sc.num_simulations, sc.max_option_len, sc.max_completion_len = 8, 5, 15
+  sc.adaptive_branching.enabled = True
+  sc.adaptive_branching.c_min_root, sc.adaptive_branching.c_max_root = 3, 3
+  critic = dpo.implicit_reward_critic(cfg, beta=0.1, prompt_len=ids.shape[1], squash=True)
+  search = mcts.make_search(cfg, sc, TOK.eos_id, TOK.token_ids_ending_with("\n"),
+                            mcts.Critics(prm=critic))
+  out = search(policy, ids, mask, jax.random.key(0), {"policy": policy, "reference": reference})
+  t = selection.TreeArrays(out)
+  groups = tree_lib.sibling_groups(t, 0, TOK)
+  assert groups and groups[0].node == 0 and len(groups[0].options) >= 2
+  for g in groups:
+    for child, option in zip(g.children, g.options):
+      assert int(t.parents[0, child]) == g.node
+      assert option == export.option_text(t, 0, child, TOK).replace("<eos>", "")
+  pairs = dpo.pairs_from_tree(t, 0, "Q: 1+2\n", TOK, min_gap=0.0, max_pairs_per_node=99)
+  assert pairs and all(p.gap > 0 and p.chosen != p.rejected for p in pairs)
+  rows = distill.rows_from_tree(t, 0, "Q: 1+2\n", TOK, min_weight=0.0)
+  by_node = {}
+  for r in rows:
+    by_node[r.node] = by_node.get(r.node, 0.0) + r.weight
+  np.testing.assert_allclose(list(by_node.values()), 1.0, rtol=1e-6)

@@ -64,7 +64,8 @@ def rows_from_groups(prompt: str, groups: Sequence[tree_lib.SiblingGroup],
 
   ``targets`` maps a group's ``node`` to probabilities over its children (in
   the group's order; renormalised over them); rows under ``min_weight`` are
-  dropped (they carry almost no gradient).
+  dropped (they carry almost no gradient), and so are empty non-terminal
+  options (nothing to learn); an empty terminal option is the row "EOS".
   """
   rows = []
   for g in groups:
@@ -80,7 +81,7 @@ def rows_from_groups(prompt: str, groups: Sequence[tree_lib.SiblingGroup],
     else:
       p = visit_targets(g.visits, temperature)
     for option, w, term in zip(g.options, p, g.terminal):
-      if option and w >= min_weight:
+      if (option or term) and w >= min_weight:   # an EOS-only step is a target
         rows.append(DistillRow(prompt + g.prefix, option, float(w), bool(term), g.node))
   return rows
 
@@ -94,7 +95,7 @@ def rows_from_tree(tree: Any, b: int, prompt: str, tokenizer: Any, temperature: 
 
 def encode_rows(tokenizer: Any, rows: Sequence[DistillRow], seq_len: int, scale: float = 1.0
                 ) -> dict[str, np.ndarray]:
-  """Weighted SFT rows: ``encode_examples`` rows, ``loss_mask *= scale * weight``, ``weight [B]``."""
+  """Weighted SFT rows: ``encode_examples``' rows, ``loss_mask *= scale * weight``, ``weight``."""
   if not rows:
     raise ValueError("encode_rows: no distillation rows")
   enc = [data.encode_examples(tokenizer, [r.prompt], [r.option], seq_len, append_eos=r.terminal)

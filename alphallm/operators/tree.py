@@ -67,6 +67,11 @@ def _decode(tokenizer: Any, ids: np.ndarray) -> str:
   return tokenizer.decode(ids) if tokenizer is not None else " ".join(map(str, ids))
 
 
+def _option_ids(tree: Any, b: int, child: int, start: int) -> np.ndarray:
+  """The ids ``child`` added after its parent's ``start`` completion tokens."""
+  return np.asarray(tree.tokens[b, child, start:int(tree.length[b, child])])
+
+
 def sibling_groups(tree: Any, b: int, tokenizer: Any = None, min_visits: int = 1
                    ) -> list[SiblingGroup]:
   """Every expanded node of problem ``b`` with its real children visited ``>= min_visits``.
@@ -86,7 +91,7 @@ def sibling_groups(tree: Any, b: int, tokenizer: Any = None, min_visits: int = 1
     start = int(tree.length[b, n])
     groups.append(SiblingGroup(
         prefix=_decode(tokenizer, np.asarray(tree.tokens[b, n, :start])),
-        options=tuple(_decode(tokenizer, np.asarray(tree.tokens[b, c, start:int(tree.length[b, c])]))
+        options=tuple(_decode(tokenizer, _option_ids(tree, b, c, start))
                       for _, c in kids),
         values=tuple(float(tree.qvalues[b, n, a]) for a, _ in kids),
         visits=tuple(int(tree.children_visits[b, n, a]) for a, _ in kids),
