@@ -23,6 +23,7 @@ from typing import Any
 import ml_collections
 
 from alphallm import config_files
+from alphallm import results as results_lib
 
 SMALL_ENV = "ALPHALLM_NB_SMALL"
 WORKDIR_ENV = "ALPHALLM_NB_WORKDIR"
@@ -133,8 +134,6 @@ def load_rows(workdir_: str) -> list[dict[str, Any]]:
 
   The first file naming a row wins. Raises ``ValueError`` naming the file on a bad file or row.
   """
-  from alphallm import results as results_lib
-
   rows: dict[tuple, dict[str, Any]] = {}
   for path in result_paths(workdir_):
     try:
