@@ -119,8 +119,10 @@ def imagine(ctx: Context, round_: int, params) -> list[Problem]:
   path = ctx.path(f"round{round_}", "prompts.jsonl")
   stats_path = ctx.path(f"round{round_}", "imagination.json")
   phase = f"round{round_}/imagine"
-  if workdir_lib.phase_done(ctx.workdir, phase):
-    return builders.read_problems(path)
+  if os.path.exists(path):
+    problems = builders.read_problems(path)  # a malformed file is named (file:line)
+    if workdir_lib.phase_done(ctx.workdir, phase):
+      return problems
   lc = ctx.config.loop
   num = round_size(ctx.config, round_)
   mix = dict(lc.imagination_mix)

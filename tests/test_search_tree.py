@@ -67,13 +67,16 @@ def test_new_slot_is_offered_only_within_the_widening_cap():
 def test_closed_children_are_never_selected_and_closing_propagates():
   cfg = SearchConfig(policy="puct", num_actions=2, dirichlet_fraction=0.0,
                      widening=WideningConfig(c=1.0, alpha=0.0))  # one child per node
-  # root -> 1 (terminal, closed) ; root has its one allowed child, so the root closes too.
+  # root -> 1 (terminal, closed). The root has a free action slot (num_actions=2), so it
+  # stays open: it closes only when it can get no more children (commit 719e8b7).
   tree = _tree([2, 1], [1.0, 1.0], [[1, -1], [-1, -1]])
   s = _stats([0.0, 1.0], terminal=[False, True])
   tree = tree_ops.backup(cfg, tree, s, jnp.int32(1), jnp.float32(0.0), jnp.bool_(False))
-  assert bool(tree.closed[1]) and bool(tree.closed[0])
+  assert bool(tree.closed[1]) and not bool(tree.closed[0])
+  # A closed tree draws no simulation.
+  tree = _tree([2, 1], [1.0, 1.0], [[1, -1], [-1, -1]], closed=[True, True])
   _, _, ok = tree_ops.select(cfg, tree, s, NOISE[:2], max_depth=4)
-  assert not bool(ok)                       # a closed tree draws no simulation
+  assert not bool(ok)
   # An open sibling is selected instead of the closed one.
   cfg2 = SearchConfig(policy="puct", num_actions=2, dirichlet_fraction=0.0,
                       widening=WideningConfig(c=2.0, alpha=0.0))
