@@ -112,9 +112,11 @@ def imagine(ctx: Context, round_: int, params) -> list[Problem]:
 
   The sources of ``config.loop.imagination_mix``: the rule-based rewrites of
   ``alphallm.imagination`` and questions written by the current policy
-  (``params``; ``question_sampler``) for the synthetic tasks, or
-  ``"held_out"`` for tasks without rewrite rules (GSM8K, MATH), see
-  ``held_out_prompts``.
+  (``params``; ``question_sampler``) for tasks that register rules, or
+  ``"held_out"`` (the default, for any task): problems no phase has used, see
+  ``held_out_prompts``. Done once: an existing prompts file is read (a
+  malformed one is an error naming file and line) and the phase is redone only
+  when its record (``workdir.mark_phase_done``) is missing or its outputs changed.
   """
   path = ctx.path(f"round{round_}", "prompts.jsonl")
   stats_path = ctx.path(f"round{round_}", "imagination.json")
