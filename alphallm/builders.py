@@ -34,7 +34,6 @@ from alphallm import prompts
 from alphallm import results as results_lib
 from alphallm import schema
 from alphallm import sharding
-from alphallm import tools
 from alphallm import train
 from alphallm import trajectories as traj_lib
 from alphallm import validation
@@ -242,6 +241,5 @@ def build_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
                  writer=metrics_lib.MetricWriter(workdir),
                  results=results_lib.Results(workdir), prompt_len=prompt_len,
                  store=traj_lib.TrajectoryStore(os.path.join(workdir, "trajectories")),
-                 calculator=tools.make_calculator_critic(tokenizer),
                  fsdp_min_size=(config.sharding.min_size if train.is_fsdp_mesh(mesh)
                                 else None))

@@ -40,7 +40,6 @@ class Context:
   results: results_lib.Results
   prompt_len: int             # prompt slots of every search and decoding batch
   store: traj_lib.TrajectoryStore
-  calculator: Any             # the task's in-graph step checker (``alphallm.tools``)
   fsdp_min_size: int | None   # the FSDP threshold (None on a data-parallel mesh)
 
   def path(self, *parts: str) -> str:
